@@ -1,0 +1,75 @@
+"""Benchmarks behind ``mcrl bench``: measured numbers only, compared within one run."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from mcrl.policies import make_policy, params_to_numpy
+from mcrl.sampler import LocalSampler
+from mcrl.tasks import TaskFamily, check_positive_int
+
+
+def raw_env_steps_per_s(family: TaskFamily, *, min_steps: int, seed: int = 0) -> float:
+    """Steps/s of a plain single-env Gymnasium loop on the family's first training task, with
+    uniformly random actions drawn in advance (so only the simulator is timed)."""
+    task = family.sample_tasks(1, seed=seed)[0]
+    env = family.make_env(task)
+    env.action_space.seed(seed)
+    actions = [env.action_space.sample() for _ in range(min(min_steps, 10_000))]
+    env.reset(seed=seed)
+    start = time.perf_counter()
+    for step in range(min_steps):
+        _, _, terminated, truncated, _ = env.step(actions[step % len(actions)])
+        if terminated or truncated:
+            env.reset()
+    elapsed = time.perf_counter() - start
+    env.close()
+    return min_steps / elapsed
+
+
+def bench_sampler(
+    family: TaskFamily,
+    *,
+    tasks: int,
+    episodes: int,
+    repeats: int = 3,
+    per_task_params: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Sampler env steps/s against the raw single-env loop, measured in the same run.
+
+    The sampler runs with one parameter set per task (as after adaptation, the harder case);
+    its speed is the best of ``repeats`` phases after a warm-up phase that builds the envs.
+    """
+    check_positive_int("tasks", tasks)
+    check_positive_int("episodes", episodes)
+    task_list = family.sample_tasks(tasks, seed=seed)
+    probe = family.make_env(task_list[0])
+    policy = make_policy(probe.observation_space, probe.action_space)
+    probe.close()
+    params = params_to_numpy(policy.params())
+    param_sets = [params] * tasks if per_task_params else params
+    sampler = LocalSampler(family, policy)
+    sampler.sample(task_list, param_sets, episodes, seed=seed, iteration=0)  # warm-up: builds envs
+    best = 0.0
+    steps = 0
+    for rep in range(repeats):
+        start = time.perf_counter()
+        batches = sampler.sample(task_list, param_sets, episodes, seed=seed, iteration=rep + 1)
+        elapsed = time.perf_counter() - start
+        steps = sum(b.num_steps for b in batches)
+        best = max(best, steps / elapsed)
+    sampler.close()
+    raw = max(raw_env_steps_per_s(family, min_steps=max(steps // 4, 2000), seed=seed) for _ in range(repeats))
+    return {
+        "family": family.name,
+        "backend": "local",
+        "tasks": tasks,
+        "episodes": episodes,
+        "horizon": family.horizon,
+        "steps_per_phase": steps,
+        "sampler_steps_per_s": round(best, 1),
+        "raw_steps_per_s": round(raw, 1),
+        "ratio": round(best / raw, 3),
+    }

@@ -1,0 +1,97 @@
+"""The ``mcrl`` command: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from mcrl.tasks import SPLITS, list_families, make_family
+
+
+class UsageError(ValueError):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+def _families(args: argparse.Namespace, console: Console) -> int:
+    table = Table(
+        title="mcrl task families",
+        caption="test cells: each range cut into equal slices; the cells whose slice indices sum to a "
+        "multiple of the slice count are held out from training. 'log': uniform in log space.",
+    )
+    for column in ("family", "horizon", "parameter", *SPLITS):
+        table.add_column(column, no_wrap=column in ("family", "parameter"))
+    for name in list_families():
+        family = make_family(name)
+        ranges = family.describe()
+        for k, param in enumerate(ranges["train"]):
+            first = k == 0
+            table.add_row(
+                name if first else "",
+                str(family.horizon) if first else "",
+                param,
+                *(ranges[split][param] for split in SPLITS),
+                end_section=k == len(ranges["train"]) - 1,
+            )
+    console.print(table)
+    return 0
+
+
+def _bench(args: argparse.Namespace, console: Console) -> int:
+    from mcrl.bench import bench_sampler
+
+    family = make_family(args.family)
+    result = bench_sampler(family, tasks=args.tasks, episodes=args.episodes, repeats=args.repeats, seed=args.seed)
+    result["command"] = " ".join(["mcrl", *sys.argv[1:]])
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    table = Table(title=f"sampler benchmark: {family.name}, {args.tasks} tasks x {args.episodes} episodes")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key in ("steps_per_phase", "sampler_steps_per_s", "raw_steps_per_s", "ratio"):
+        table.add_row(key, f"{result[key]:,}")
+    console.print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcrl", description="Meta-Curvature meta-reinforcement learning.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    families = commands.add_parser("families", help="list the task families and their splits")
+    families.set_defaults(handler=_families)
+
+    bench = commands.add_parser("bench", help="measure speed")
+    bench_kinds = bench.add_subparsers(dest="what", required=True)
+    sampler = bench_kinds.add_parser("sampler", help="sampler env steps/s against a raw single-env loop")
+    sampler.add_argument("--family", required=True)
+    sampler.add_argument("--tasks", type=int, default=20)
+    sampler.add_argument("--episodes", type=int, default=10)
+    sampler.add_argument("--repeats", type=int, default=3, help="timed phases; the best counts")
+    sampler.add_argument("--seed", type=int, default=0)
+    sampler.add_argument("--json", action="store_true", help="print one JSON object")
+    sampler.set_defaults(handler=_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console()
+    try:
+        return args.handler(args, console)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"mcrl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mcrl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

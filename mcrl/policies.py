@@ -1,0 +1,213 @@
+"""Policies usable functionally: parameters come in as a dict of tensors.
+
+Every function accepts parameters with optional leading batch dimensions (one parameter set per
+task or per env, stacked) together with observations that carry the same leading dimensions
+plus one sample dimension: ``W [*B, out, in]`` with ``obs [*B, N, in]``. This is what lets the
+sampler run one forward for all tasks' envs, and the learner compute every task's inner loss at
+once.
+
+Parameter names and their stable-baselines3 ``ActorCriticPolicy`` counterparts:
+
+=====================  ==========================================
+mcrl                   stable-baselines3
+=====================  ==========================================
+``layers.{i}.weight``  ``mlp_extractor.policy_net.{2*i}.weight``
+``layers.{i}.bias``    ``mlp_extractor.policy_net.{2*i}.bias``
+``head.weight``        ``action_net.weight``
+``head.bias``          ``action_net.bias``
+``log_std``            ``log_std`` (Gaussian policies only)
+=====================  ==========================================
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Mapping, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+Params = Mapping[str, Tensor]
+
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """``x @ weight.T + bias`` with matching leading batch dimensions on all three."""
+    return x @ weight.mT + bias.unsqueeze(-2)
+
+
+def mlp(params: Params, x: Tensor, num_layers: int, activation: str = "tanh") -> Tensor:
+    """Hidden layers ``layers.0 .. layers.{num_layers-1}`` then the linear ``head``."""
+    act = ACTIVATIONS[activation]
+    for i in range(num_layers):
+        x = act(linear(x, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]))
+    return linear(x, params["head.weight"], params["head.bias"])
+
+
+class MLPPolicy(nn.Module, abc.ABC):
+    """θ as an ``nn.Module``: a tanh MLP body and a linear head (SB3's default layout)."""
+
+    def __init__(self, obs_dim: int, out_dim: int, hidden_sizes: Sequence[int], activation: str):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.obs_dim = obs_dim
+        self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
+        self.activation = activation
+        sizes = (obs_dim, *self.hidden_sizes)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.head = nn.Linear(sizes[-1], out_dim)
+        # SB3's initialisation, so an exported policy starts where SB3's PPO would.
+        for layer in self.layers:
+            nn.init.orthogonal_(layer.weight, gain=math.sqrt(2))
+            nn.init.zeros_(layer.bias)
+        nn.init.orthogonal_(self.head.weight, gain=0.01)
+        nn.init.zeros_(self.head.bias)
+
+    def params(self) -> dict[str, Tensor]:
+        """θ as a dict (the live parameters, so gradients flow back to the module)."""
+        return dict(self.named_parameters())
+
+    def _body(self, params: Params, obs: Tensor) -> Tensor:
+        return mlp(params, obs, len(self.hidden_sizes), self.activation)
+
+    @abc.abstractmethod
+    def noise(self, rng: np.random.Generator, steps: int, count: int) -> np.ndarray:
+        """Exploration noise for ``count`` episodes of ``steps`` steps, ``[steps, count, ...]``:
+        what :meth:`sample` turns into actions."""
+
+    @abc.abstractmethod
+    def distribution(self, params: Params, obs: Tensor) -> tuple[Tensor, ...]:
+        """The action distribution's parameters (what :meth:`kl` takes as ``old``)."""
+
+    @abc.abstractmethod
+    def log_prob(self, params: Params, obs: Tensor, actions: Tensor) -> Tensor: ...
+
+    @abc.abstractmethod
+    def kl(self, old: tuple[Tensor, ...], params: Params, obs: Tensor) -> Tensor:
+        """KL(old ‖ π_params) per observation."""
+
+    @abc.abstractmethod
+    def sample(self, params: Params, obs: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
+        """Actions and their log-probabilities, a deterministic function of ``noise``."""
+
+    @abc.abstractmethod
+    def act(self, params: Params, obs: Tensor) -> Tensor:
+        """The deterministic action (mean or arg-max)."""
+
+
+class GaussianMLPPolicy(MLPPolicy):
+    """Diagonal Gaussian with a state-independent log standard deviation."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+        init_log_std: float = 0.0,
+    ):
+        super().__init__(obs_dim, action_dim, hidden_sizes, activation)
+        self.action_dim = action_dim
+        self.log_std = nn.Parameter(torch.full((action_dim,), float(init_log_std)))
+
+    def noise(self, rng, steps, count):
+        return rng.standard_normal((steps, count, self.action_dim), dtype=np.float32)
+
+    def distribution(self, params, obs):
+        mean = self._body(params, obs)
+        log_std = params["log_std"].unsqueeze(-2).expand_as(mean)
+        return mean, log_std
+
+    def log_prob(self, params, obs, actions):
+        mean, log_std = self.distribution(params, obs)
+        z = (actions - mean) * torch.exp(-log_std)
+        return -0.5 * (z * z).sum(-1) - log_std.sum(-1) - 0.5 * self.action_dim * math.log(2 * math.pi)
+
+    def kl(self, old, params, obs):
+        old_mean, old_log_std = old
+        mean, log_std = self.distribution(params, obs)
+        var_ratio = torch.exp(2 * (old_log_std - log_std))
+        mahalanobis = ((old_mean - mean) * torch.exp(-log_std)) ** 2
+        return 0.5 * (var_ratio + mahalanobis - 1 - 2 * (old_log_std - log_std)).sum(-1)
+
+    def sample(self, params, obs, noise):
+        mean, log_std = self.distribution(params, obs)
+        actions = mean + torch.exp(log_std) * noise
+        logp = -0.5 * (noise * noise).sum(-1) - log_std.sum(-1) - 0.5 * self.action_dim * math.log(2 * math.pi)
+        return actions, logp
+
+    def act(self, params, obs):
+        return self._body(params, obs)
+
+
+class CategoricalMLPPolicy(MLPPolicy):
+    """Categorical over ``num_actions`` discrete actions."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        num_actions: int,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+    ):
+        super().__init__(obs_dim, num_actions, hidden_sizes, activation)
+        self.num_actions = num_actions
+
+    def noise(self, rng, steps, count):
+        return rng.random((steps, count), dtype=np.float32)
+
+    def distribution(self, params, obs):
+        return (torch.log_softmax(self._body(params, obs), dim=-1),)
+
+    def log_prob(self, params, obs, actions):
+        (log_probs,) = self.distribution(params, obs)
+        return log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+
+    def kl(self, old, params, obs):
+        (old_log_probs,) = old
+        (log_probs,) = self.distribution(params, obs)
+        return (old_log_probs.exp() * (old_log_probs - log_probs)).sum(-1)
+
+    def sample(self, params, obs, noise):
+        # Inverse-CDF sampling from uniform noise keeps sampling a pure function of the noise.
+        (log_probs,) = self.distribution(params, obs)
+        cdf = log_probs.exp().cumsum(-1)
+        actions = torch.searchsorted(cdf, noise.unsqueeze(-1).contiguous()).squeeze(-1)
+        actions = actions.clamp_(max=self.num_actions - 1)
+        return actions, log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+    def act(self, params, obs):
+        return self._body(params, obs).argmax(-1)
+
+
+def make_policy(
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    hidden_sizes: Sequence[int] = (64, 64),
+    activation: str = "tanh",
+    init_log_std: float = 0.0,
+) -> MLPPolicy:
+    """The policy that fits an env's spaces: Gaussian for Box actions, categorical for Discrete."""
+    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
+        raise ValueError(f"mcrl policies need a flat Box observation space, got {observation_space}")
+    obs_dim = observation_space.shape[0]
+    if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+        return GaussianMLPPolicy(obs_dim, action_space.shape[0], hidden_sizes, activation, init_log_std)
+    if isinstance(action_space, gym.spaces.Discrete):
+        return CategoricalMLPPolicy(obs_dim, int(action_space.n), hidden_sizes, activation)
+    raise ValueError(f"mcrl policies need a flat Box or Discrete action space, got {action_space}")
+
+
+def params_to_numpy(params: Params) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in params.items()}
+
+
+def stack_params(param_sets: Sequence[Mapping[str, np.ndarray | Tensor]]) -> dict[str, Tensor]:
+    """Per-task parameter sets stacked along a new leading dimension."""
+    keys = param_sets[0].keys()
+    return {k: torch.stack([torch.as_tensor(p[k], dtype=torch.float32) for p in param_sets]) for k in keys}

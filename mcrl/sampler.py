@@ -1,0 +1,186 @@
+"""Collecting episodes for many tasks at once.
+
+:class:`RolloutEngine` steps any list of (task, episode) pairs in lockstep with one batched
+policy forward per env step for all of them. :class:`LocalSampler` runs one engine in-process;
+the Ray sampler gives each worker an engine and a chunk of the pairs. Every episode's
+randomness (reset seed and action noise) comes from (seed, iteration, phase, task index,
+episode index) only, so the result does not depend on how the pairs are chunked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from mcrl.episodes import EpisodeBatch
+from mcrl.policies import MLPPolicy, stack_params
+from mcrl.tasks import Task, TaskFamily, check_positive_int
+from mcrl.threads import torch_threads
+from mcrl.vector_env import TaskVectorEnv
+
+ParamSets = Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]]
+
+
+def episode_rng(seed: int, iteration: int, phase: int, task_index: int, episode: int) -> np.random.Generator:
+    """The generator of one episode's randomness, a pure function of its coordinates."""
+    return np.random.default_rng([seed, iteration, phase, task_index, episode])
+
+
+@dataclass(frozen=True)
+class EpisodeSlot:
+    """One episode to collect: the task's position in the sampled list and the episode index."""
+
+    task_position: int
+    episode: int
+
+
+def episode_slots(num_tasks: int, episodes_per_task: int) -> list[EpisodeSlot]:
+    return [EpisodeSlot(i, e) for i in range(num_tasks) for e in range(episodes_per_task)]
+
+
+def check_sample_args(family: TaskFamily, tasks: Sequence[Task], params: ParamSets, episodes_per_task: int) -> None:
+    if isinstance(tasks, Task) or not isinstance(tasks, Sequence) or len(tasks) == 0:
+        raise ValueError("tasks must be a non-empty list of Task")
+    for task in tasks:
+        family.check_task(task)
+    check_positive_int("episodes_per_task", episodes_per_task)
+    if not isinstance(params, Mapping) and len(params) != len(tasks):
+        raise ValueError(
+            f"params must be one parameter set for all tasks or one per task; got {len(params)} sets for {len(tasks)} tasks"
+        )
+
+
+class RolloutEngine:
+    """Owns the envs and steps them; never computes gradients."""
+
+    def __init__(self, family: TaskFamily, policy: MLPPolicy):
+        self.family = family
+        self.policy = policy
+        self._env: TaskVectorEnv | None = None
+
+    def _envs_for(self, tasks: Sequence[Task]) -> TaskVectorEnv:
+        if self._env is None:
+            self._env = self.family.make_vector_env(tasks)
+        else:
+            self._env.set_tasks(tasks)
+        return self._env
+
+    @staticmethod
+    def _batched_params(params: ParamSets, slots: Sequence[EpisodeSlot]) -> tuple[dict[str, torch.Tensor], int]:
+        """Parameters with a leading group dimension G, the envs being laid out as
+        ``[G, n / G]``: G = 1 for shared parameters, one group per task when the slots are sorted
+        by task with equal counts (then each task costs one matrix product), else one per env."""
+        if isinstance(params, Mapping):
+            return {k: torch.as_tensor(v, dtype=torch.float32).unsqueeze(0) for k, v in params.items()}, 1
+        positions = np.array([s.task_position for s in slots])
+        used, counts = np.unique(positions, return_counts=True)
+        if np.all(np.diff(positions) >= 0) and np.all(counts == counts[0]):
+            return stack_params([params[i] for i in used]), len(used)
+        return {k: v[torch.as_tensor(positions)] for k, v in stack_params(params).items()}, len(slots)
+
+    def run(
+        self,
+        tasks: Sequence[Task],
+        params: ParamSets,
+        slots: Sequence[EpisodeSlot],
+        *,
+        seed: int,
+        iteration: int,
+        phase: int,
+    ) -> dict[str, np.ndarray]:
+        """Collect the episodes ``slots``; returns arrays ``[horizon, len(slots), ...]``."""
+        horizon = self.family.horizon
+        env_tasks = [tasks[s.task_position] for s in slots]
+        env = self._envs_for(env_tasks)
+        n = len(slots)
+
+        rngs = [episode_rng(seed, iteration, phase, tasks[s.task_position].index, s.episode) for s in slots]
+        reset_seeds = [int(rng.integers(2**31 - 1)) for rng in rngs]
+        noise = torch.from_numpy(np.concatenate([self.policy.noise(rng, horizon, 1) for rng in rngs], axis=1))
+
+        env_params, groups = self._batched_params(params, slots)
+        action_space = env.action_space
+        clip = isinstance(action_space, gym.spaces.Box)
+        obs_shape = env.observation_space.shape
+        act_dtype = np.float32 if clip else np.int64
+        out = {
+            "observations": np.zeros((horizon, n, *obs_shape), dtype=np.float32),
+            "actions": np.zeros((horizon, n, *action_space.shape), dtype=act_dtype),
+            "rewards": np.zeros((horizon, n), dtype=np.float32),
+            "terminated": np.zeros((horizon, n), dtype=bool),
+            "truncated": np.zeros((horizon, n), dtype=bool),
+            "log_probs": np.zeros((horizon, n), dtype=np.float32),
+            "mask": np.zeros((horizon, n), dtype=np.float32),
+        }
+        obs = env.reset(reset_seeds)
+        active = np.ones(n, dtype=bool)
+        with torch.no_grad(), torch_threads(1):
+            for t in range(horizon):
+                obs_t = torch.from_numpy(obs).reshape(groups, n // groups, *obs_shape)
+                noise_t = noise[t].reshape(groups, n // groups, *noise.shape[2:])
+                actions, logp = self.policy.sample(env_params, obs_t, noise_t)
+                actions, logp = actions.reshape(n, *actions.shape[2:]).numpy(), logp.reshape(n).numpy()
+                env_actions = np.clip(actions, action_space.low, action_space.high) if clip else actions
+                out["observations"][t][active] = obs[active]
+                out["actions"][t][active] = actions[active]
+                out["log_probs"][t][active] = logp[active]
+                out["mask"][t][active] = 1.0
+                obs, rewards, terminated, truncated = env.step(env_actions, active)
+                terminated &= active
+                truncated = (truncated | (t == horizon - 1)) & active & ~terminated
+                out["rewards"][t][active] = rewards[active]
+                out["terminated"][t] = terminated
+                out["truncated"][t] = truncated
+                active &= ~(terminated | truncated)
+                if not active.any():
+                    break
+        return out
+
+
+def assemble_batches(tasks: Sequence[Task], slots: Sequence[EpisodeSlot], arrays: Mapping[str, np.ndarray]) -> list[EpisodeBatch]:
+    """Split arrays over ``slots`` into one EpisodeBatch per task, episodes in index order."""
+    positions = np.array([s.task_position for s in slots])
+    episodes = np.array([s.episode for s in slots])
+    batches = []
+    for i, task in enumerate(tasks):
+        columns = np.flatnonzero(positions == i)
+        columns = columns[np.argsort(episodes[columns], kind="stable")]
+        batches.append(EpisodeBatch(task, **{k: v[:, columns] for k, v in arrays.items()}))
+    return batches
+
+
+class LocalSampler:
+    """In-process sampler: every episode of every task in one lockstep rollout."""
+
+    def __init__(self, family: TaskFamily, policy: MLPPolicy):
+        self.family = family
+        self.engine = RolloutEngine(family, policy)
+
+    def sample(
+        self,
+        tasks: Sequence[Task],
+        params: ParamSets,
+        episodes_per_task: int,
+        *,
+        seed: int,
+        iteration: int,
+        phase: int = 0,
+    ) -> list[EpisodeBatch]:
+        """``episodes_per_task`` episodes of each task.
+
+        ``params`` is one parameter set (numpy arrays keyed as ``policy.params()``) for all tasks,
+        or one per task. ``phase`` separates the randomness of the sampling phases of an
+        iteration (0 before adaptation, k after the k-th adaptation step).
+        """
+        check_sample_args(self.family, tasks, params, episodes_per_task)
+        slots = episode_slots(len(tasks), episodes_per_task)
+        arrays = self.engine.run(tasks, params, slots, seed=seed, iteration=iteration, phase=phase)
+        return assemble_batches(tasks, slots, arrays)
+
+    def close(self) -> None:
+        if self.engine._env is not None:
+            self.engine._env.close()

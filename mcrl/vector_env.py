@@ -1,0 +1,104 @@
+"""Batches of envs, one task each, that the sampler steps in lockstep.
+
+The sampler only talks to :class:`TaskVectorEnv`. The default, :class:`SerialTaskVectorEnv`,
+keeps a pool of Gymnasium envs and re-targets them with ``family.set_task`` (never rebuilding a
+MuJoCo model between phases). A family may ship a natively vectorised subclass that steps all
+episodes as arrays, which removes the per-env Python overhead for cheap envs.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import gymnasium as gym
+import numpy as np
+
+if TYPE_CHECKING:
+    from mcrl.tasks import Task, TaskFamily
+
+
+class TaskVectorEnv(abc.ABC):
+    """``num_envs`` envs, env ``k`` set to ``tasks[k]``.
+
+    ``step`` receives actions for every env and a boolean ``active`` mask; envs whose episode has
+    ended are not stepped (their outputs are ignored by the sampler).
+    """
+
+    observation_space: gym.Space
+    action_space: gym.Space
+
+    @property
+    @abc.abstractmethod
+    def num_envs(self) -> int: ...
+
+    @abc.abstractmethod
+    def set_tasks(self, tasks: Sequence[Task]) -> None:
+        """Point env ``k`` at ``tasks[k]``; the number of envs becomes ``len(tasks)``."""
+
+    @abc.abstractmethod
+    def reset(self, seeds: Sequence[int]) -> np.ndarray:
+        """Reset every env with its own seed; returns observations ``[num_envs, *obs_shape]``."""
+
+    @abc.abstractmethod
+    def step(
+        self, actions: np.ndarray, active: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Step the active envs; returns (observations, rewards, terminated, truncated)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class SerialTaskVectorEnv(TaskVectorEnv):
+    """One Gymnasium env per episode, built once and re-targeted with ``family.set_task``."""
+
+    def __init__(self, family: TaskFamily, tasks: Sequence[Task]):
+        self.family = family
+        self._envs: list[gym.Env] = []
+        self._count = 0
+        self.set_tasks(tasks)
+        self.observation_space = self._envs[0].observation_space
+        self.action_space = self._envs[0].action_space
+        shape = self.observation_space.shape
+        self._obs = np.zeros((0, *shape), dtype=np.float32)
+
+    @property
+    def num_envs(self) -> int:
+        return self._count
+
+    def set_tasks(self, tasks: Sequence[Task]) -> None:
+        for k, task in enumerate(tasks):
+            if k < len(self._envs):
+                self.family.set_task(self._envs[k], task)
+            else:
+                self._envs.append(self.family.make_env(task))
+        self._count = len(tasks)
+
+    def reset(self, seeds: Sequence[int]) -> np.ndarray:
+        self._obs = np.stack(
+            [np.asarray(self._envs[k].reset(seed=int(s))[0], dtype=np.float32) for k, s in enumerate(seeds)]
+        )
+        return self._obs.copy()
+
+    def step(self, actions, active):
+        n = self._count
+        obs = self._obs
+        rewards = np.zeros(n, dtype=np.float32)
+        terminated = np.zeros(n, dtype=bool)
+        truncated = np.zeros(n, dtype=bool)
+        index = np.flatnonzero(active)
+        envs = self._envs
+        results = [envs[k].step(actions[k]) for k in index.tolist()]
+        if results:
+            obs[index] = np.array([r[0] for r in results], dtype=np.float32)
+            rewards[index] = [r[1] for r in results]
+            terminated[index] = [r[2] for r in results]
+            truncated[index] = [r[3] for r in results]
+        return obs.copy(), rewards, terminated, truncated
+
+    def close(self) -> None:
+        for env in self._envs:
+            env.close()
+        self._envs.clear()

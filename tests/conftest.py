@@ -1,0 +1,28 @@
+"""Shared fixtures. mcrl sets torch's thread counts itself; tests only pin the seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import mcrl
+from mcrl.policies import params_to_numpy
+
+
+@pytest.fixture
+def nav():
+    return mcrl.make_family("Navigation2D")
+
+
+def make_policy_for(family, seed: int = 0):
+    torch.manual_seed(seed)
+    env = family.make_env(family.sample_tasks(1, seed=0)[0])
+    return mcrl.make_policy(env.observation_space, env.action_space, hidden_sizes=(16, 16))
+
+
+def perturbed_params(policy, count: int, scale: float = 0.3, seed: int = 0):
+    """``count`` different parameter sets around the policy's (one per task)."""
+    rng = np.random.default_rng(seed)
+    base = params_to_numpy(policy.params())
+    return [{k: v + scale * rng.standard_normal(v.shape).astype(np.float32) for k, v in base.items()} for _ in range(count)]
