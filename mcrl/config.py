@@ -1,0 +1,287 @@
+"""Training configuration: dataclasses with one docstring per field, loaded from YAML.
+
+Every key is checked when a config is built: unknown keys, wrong types and out-of-range values
+raise :class:`ConfigError` naming the key and what would be valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key with a bad name, type or value."""
+
+
+def _positive(x: float) -> bool:
+    return x > 0
+
+
+def _non_negative(x: float) -> bool:
+    return x >= 0
+
+
+def _unit_interval(x: float) -> bool:
+    return 0 <= x <= 1
+
+
+def check(predicate: Callable[[Any], bool], valid: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
+    """A dataclass field whose value must satisfy ``predicate`` (``valid`` says what is valid)."""
+    if default is dataclasses.MISSING and "default_factory" not in kwargs:
+        raise TypeError("check() needs a default")
+    return field(default=default, metadata={"check": predicate, "valid": valid}, **kwargs)
+
+
+def positive(default: Any) -> Any:
+    return check(_positive, "> 0", default)
+
+
+def non_negative(default: Any) -> Any:
+    return check(_non_negative, ">= 0", default)
+
+
+@dataclass
+class PolicyConfig:
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Widths of the policy MLP's hidden layers."""
+    activation: Literal["tanh", "relu"] = "tanh"
+    """Hidden-layer nonlinearity."""
+    init_log_std: float = 0.0
+    """Initial log standard deviation of Gaussian policies (state-independent)."""
+
+
+@dataclass
+class SamplerConfig:
+    backend: Literal["local"] = "local"
+    """Where rollouts run: ``local`` (in-process, all envs in lockstep)."""
+
+
+@dataclass
+class LearnerConfig:
+    device: str = "auto"
+    """Torch device of the learner: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``..."""
+    task_batching: bool = True
+    """Compute all tasks' inner gradients with one batched backward (true) or one per task."""
+    num_threads: int | None = None
+    """Torch intra-op threads for the learner; default: the CPUs this process may use."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``mcrl train`` needs; ``config.yaml`` in a run directory is this, resolved."""
+
+    family: str = "Navigation2D"
+    """Task family: a registered name (``mcrl families``) or ``module:Class``."""
+    family_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for the family's constructor."""
+    horizon: int | None = None
+    """Episode horizon; default: the family's."""
+    iterations: int = positive(500)
+    """Meta-iterations to run."""
+    meta_batch_size: int = positive(20)
+    """Tasks sampled per meta-iteration."""
+    episodes_per_task: int = positive(20)
+    """Episodes per task in each sampling phase (before and after each adaptation step)."""
+    seed: int = non_negative(0)
+    """Run seed: θ's initialisation, task sampling and every episode's randomness derive from it."""
+    inner_lr: float = positive(0.1)
+    """α: step size of the adaptation step θ' = θ − α·C(∇L_in)."""
+    inner_steps: int = positive(1)
+    """Adaptation steps; fresh episodes are sampled with each intermediate θ'."""
+    first_order: bool = False
+    """Drop the second-order terms (do not differentiate through the inner gradient)."""
+    inner_estimator: Literal["vpg", "lvc", "dice"] = "lvc"
+    """Policy-gradient estimator of the inner loss (design §3)."""
+    curvature: Literal["identity", "diagonal", "kronecker"] = "kronecker"
+    """C: ``identity`` (MAML), ``diagonal`` (Meta-SGD) or ``kronecker`` (Meta-Curvature)."""
+    meta_lr: float = positive(1e-3)
+    """Adam step size of the θ-step."""
+    curvature_lr: float = positive(1e-3)
+    """γ: Adam step size of the C-step."""
+    alignment_weight: float = non_negative(0.0)
+    """β: weight of the gradient-alignment loss 𝒞(θ) = Σ_{i≠j}‖g_i − g_j‖² in the θ-step."""
+    alignment_estimator: Literal["plugin", "split"] = "plugin"
+    """‖g_i‖² from all episodes (plugin) or ⟨g_i^A, g_i^B⟩ from two halves of them (split)."""
+    schedule: Literal["alternate", "joint"] = "alternate"
+    """Alternate θ-step then C-step, or one optimiser over both."""
+    outer_epochs: int = positive(5)
+    """Meta-updates per iteration on the same episodes (ProMP's PPO steps)."""
+    clip_ratio: float = check(lambda x: 0 < x < 1, "in (0, 1)", 0.2)
+    """PPO clipping of the outer surrogate."""
+    inner_kl_weight: float = non_negative(5e-4)
+    """η: weight of KL(π_θ_old ‖ π_θ) on the pre-adaptation states in the θ-step."""
+    gamma: float = check(_unit_interval, "in [0, 1]", 0.99)
+    """Discount factor of the advantages."""
+    gae_lambda: float = check(_unit_interval, "in [0, 1]", 1.0)
+    """GAE λ."""
+    checkpoint_every: int = positive(25)
+    """Iterations between checkpoints (one is also written at the end and on Ctrl-C)."""
+    log_every: int = positive(10)
+    """Iterations between saved task-affinity matrices."""
+    eval_every: int = non_negative(50)
+    """Iterations between held-out evaluations on the test split (0: never)."""
+    eval_tasks: int = positive(20)
+    """Tasks in each held-out evaluation."""
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+
+
+# -- building and checking --------------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return "a list of " + _type_name(typing.get_args(tp)[0])
+    if origin is dict:
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}.get(tp, str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """``value`` as type ``tp``, or a ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"config key {key!r} must be {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError:
+                continue
+        raise bad
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        return tuple(_coerce(key, v, typing.get_args(tp)[0]) for v in value)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise bad
+        return dict(value)
+    if tp is type(None):
+        if value is not None:
+            raise bad
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise TypeError(f"unsupported config type {tp}")
+
+
+def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    """Build config dataclass ``cls`` from a mapping, checking every key."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config section {prefix.rstrip('.') or '(top level)'!r} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix + str(unknown[0])!r}; valid keys here: {', '.join(fields)}")
+    values = {}
+    for name, value in data.items():
+        key, tp = prefix + name, hints[name]
+        if dataclasses.is_dataclass(tp):
+            values[name] = from_dict(tp, value, key + ".")
+            continue
+        value = _coerce(key, value, tp)
+        predicate = fields[name].metadata.get("check")
+        if predicate is not None and value is not None and not predicate(value):
+            raise ConfigError(f"config key {key!r} must be {fields[name].metadata['valid']}, got {value!r}")
+        values[name] = value
+    config = cls(**values)
+    _check_cross_field(config, prefix)
+    return config
+
+
+def _check_cross_field(config: Any, prefix: str) -> None:
+    if isinstance(config, TrainConfig):
+        if config.horizon is not None and config.horizon <= 0:
+            raise ConfigError(f"config key 'horizon' must be > 0 or null, got {config.horizon}")
+        if config.alignment_estimator == "split" and config.episodes_per_task < 2:
+            raise ConfigError("config key 'alignment_estimator' = split needs episodes_per_task >= 2")
+    if isinstance(config, PolicyConfig) and (not config.hidden_sizes or min(config.hidden_sizes) <= 0):
+        raise ConfigError(f"config key '{prefix}hidden_sizes' must be a non-empty list of positive integers, got {list(config.hidden_sizes)}")
+    if isinstance(config, LearnerConfig) and config.num_threads is not None and config.num_threads <= 0:
+        raise ConfigError(f"config key '{prefix}num_threads' must be > 0 or null, got {config.num_threads}")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain YAML-safe data (tuples as lists)."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(config)
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key=value`` strings (dotted keys for nested sections, values parsed as YAML)."""
+    data = dict(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"config key {part!r} is not a section; cannot set {key!r}")
+            node[part] = child = dict(child)
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """A TrainConfig from a YAML file (or the defaults) plus ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, got {type(loaded).__name__}")
+        data = loaded or {}
+    return from_dict(TrainConfig, apply_overrides(data, overrides))

@@ -1,0 +1,218 @@
+"""The meta-gradients are checked against central finite differences (design §3)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import mcrl
+from mcrl.config import TrainConfig
+from mcrl.curvature import make_curvature
+from mcrl.learner import MetaLearner, MetaObjective
+from mcrl.losses import TaskTensors, affinity_matrix, alignment_loss, inner_loss
+from mcrl.policies import GaussianMLPPolicy
+from tests.conftest import perturbed_params
+
+
+def tiny_data(num_tasks=3, episodes=4, horizon=6, seed=0):
+    """Fixed pre/post batches of Navigation2D as float64 tensors, and a float64 policy."""
+    family = mcrl.make_family("Navigation2D", horizon=horizon)
+    torch.manual_seed(seed)
+    policy = GaussianMLPPolicy(2, 2, hidden_sizes=(4,), init_log_std=-1.0)
+    tasks = family.sample_tasks(num_tasks, seed=seed)
+    sampler = mcrl.LocalSampler(family, policy)
+    theta = {k: v.detach().numpy() for k, v in policy.params().items()}
+    cfg = TrainConfig()
+    pre_batches = sampler.sample(tasks, theta, episodes, seed=seed, iteration=0)
+    pre2_batches = sampler.sample(tasks, perturbed_params(policy, num_tasks, 0.05, seed=1), episodes, seed=seed, iteration=0, phase=1)
+    post_batches = sampler.sample(tasks, perturbed_params(policy, num_tasks, 0.05, seed=2), episodes, seed=seed, iteration=0, phase=2)
+
+    def tensors(batches):
+        t = TaskTensors.from_batches(batches, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda)
+        return dataclasses.replace(t, **{f: getattr(t, f).double() for f in ("observations", "actions", "log_probs", "advantages", "mask")})
+
+    return policy.double(), tensors(pre_batches), tensors(pre2_batches), tensors(post_batches)
+
+
+def objective_value(objective, policy, pre, post, old, alignment_weight, alignment):
+    terms = objective(policy.params(), pre, post, old, alignment=alignment)
+    total = terms["loss_outer"] + objective.config.inner_kl_weight * terms["kl_inner"]
+    if alignment:
+        total = total + alignment_weight * terms["loss_alignment"]
+    return total
+
+
+def finite_difference(fn, tensors, eps=1e-6):
+    """Central differences of ``fn()`` in every entry of ``tensors`` (perturbed in place)."""
+
+    def at(flat, i, x):
+        with torch.no_grad():
+            flat[i] = x
+        return fn().item()
+
+    grads = []
+    for t in tensors:
+        g = torch.zeros_like(t)
+        flat, gflat = t.data.view(-1), g.view(-1)
+        for i in range(flat.numel()):
+            orig = flat[i].item()
+            gflat[i] = (at(flat, i, orig + eps) - at(flat, i, orig - eps)) / (2 * eps)
+            at(flat, i, orig)
+        grads.append(g)
+    return grads
+
+
+CASES = [
+    # (curvature, first_order, estimator, inner_steps, alignment_weight, alignment_estimator)
+    ("identity", False, "lvc", 1, 0.0, "plugin"),
+    ("diagonal", False, "lvc", 1, 0.0, "plugin"),
+    ("kronecker", False, "lvc", 1, 0.0, "plugin"),
+    ("kronecker", False, "vpg", 1, 0.0, "plugin"),
+    ("kronecker", False, "dice", 1, 0.0, "plugin"),
+    ("kronecker", False, "lvc", 2, 0.0, "plugin"),
+    ("diagonal", False, "lvc", 1, 0.7, "plugin"),
+    ("kronecker", False, "lvc", 1, 0.7, "split"),
+]
+
+
+@pytest.mark.parametrize(("kind", "first_order", "estimator", "steps", "beta", "align_est"), CASES)
+def test_meta_gradients_match_finite_differences(kind, first_order, estimator, steps, beta, align_est):
+    policy, pre, pre2, post = tiny_data()
+    cfg = TrainConfig(
+        inner_lr=0.5, first_order=first_order, inner_estimator=estimator, curvature=kind,
+        alignment_weight=beta, alignment_estimator=align_est, inner_steps=steps, inner_kl_weight=0.3,
+    )
+    curvature = make_curvature(kind, policy.params()).double()
+    with torch.no_grad():  # move C away from the identity so that its gradient is generic
+        for p in curvature.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    objective = MetaObjective(policy, curvature, cfg)
+    pres = [pre, pre2][:steps]
+    old = tuple(t.detach() for t in policy.distribution({k: v.detach() for k, v in policy.params().items()}, pre.observations))
+
+    def value():
+        return objective_value(objective, policy, pres, post, old, beta, beta > 0)
+
+    theta, curv = list(policy.parameters()), list(curvature.parameters())
+    analytic = torch.autograd.grad(value(), theta + curv)
+    numeric = finite_difference(value, theta + curv)
+    for a, n in zip(analytic, numeric, strict=True):
+        torch.testing.assert_close(a, n, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["diagonal", "kronecker"])
+def test_first_order_curvature_gradient_is_exact(kind):
+    """With first_order, the inner gradient is a constant for C, so C's gradient is still exact."""
+    policy, pre, _, post = tiny_data()
+    cfg = TrainConfig(inner_lr=0.5, first_order=True, curvature=kind, inner_kl_weight=0.0)
+    curvature = make_curvature(kind, policy.params()).double()
+    with torch.no_grad():
+        for p in curvature.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    objective = MetaObjective(policy, curvature, cfg)
+    old = policy.distribution(policy.params(), pre.observations)
+    old = tuple(t.detach() for t in old)
+
+    def value():
+        return objective_value(objective, policy, [pre], post, old, 0.0, False)
+
+    curv = list(curvature.parameters())
+    analytic = torch.autograd.grad(value(), curv)
+    numeric = finite_difference(value, curv)
+    for a, n in zip(analytic, numeric, strict=True):
+        torch.testing.assert_close(a, n, rtol=1e-4, atol=1e-6)
+    # And θ's first-order gradient is the post-adaptation gradient taken at θ' (identity Jacobian).
+    theta = list(policy.parameters())
+    fo = torch.autograd.grad(value(), theta)
+    so_cfg = dataclasses.replace(cfg, first_order=False)
+    so = torch.autograd.grad(objective_value(MetaObjective(policy, curvature, so_cfg), policy, [pre], post, old, 0.0, False), theta)
+    assert any(not torch.allclose(a, b) for a, b in zip(fo, so, strict=True))
+
+
+@pytest.mark.parametrize("kind", ["diagonal", "kronecker"])
+def test_curvature_at_initialisation_is_maml(kind):
+    policy, pre, _, post = tiny_data()
+    old = tuple(t.detach() for t in policy.distribution(policy.params(), pre.observations))
+    results = {}
+    for k in ("identity", kind):
+        cfg = TrainConfig(inner_lr=0.5, curvature=k)
+        objective = MetaObjective(policy, make_curvature(k, policy.params()).double(), cfg)
+        adapted, _, _ = objective.adapt(policy.params(), [pre], second_order=True)
+        loss = objective_value(objective, policy, [pre], post, old, 0.0, False)
+        results[k] = (adapted, torch.autograd.grad(loss, list(policy.parameters())))
+    for name in results["identity"][0]:
+        torch.testing.assert_close(results[kind][0][name], results["identity"][0][name])
+    for a, b in zip(results[kind][1], results["identity"][1], strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_alignment_loss_equals_the_pairwise_sum_and_its_gradient():
+    torch.manual_seed(0)
+    grads = torch.randn(5, 7, dtype=torch.float64, requires_grad=True)
+    pairwise = sum(((grads[i] - grads[j]) ** 2).sum() for i in range(5) for j in range(5) if i != j)
+    fast = alignment_loss(grads)
+    torch.testing.assert_close(fast, pairwise)
+    torch.testing.assert_close(torch.autograd.grad(fast, grads)[0], torch.autograd.grad(pairwise, grads)[0])
+    # With self-similarities equal to the squared norms, the split form is the plug-in form.
+    torch.testing.assert_close(alignment_loss(grads, (grads * grads).sum(-1)), fast)
+    d = affinity_matrix(grads.detach())
+    torch.testing.assert_close(d.sum(), pairwise.detach())
+    assert torch.all(d.diagonal() == 0) and torch.allclose(d, d.T)
+
+
+def test_split_estimator_removes_the_noise_bias():
+    """Identical tasks observed with noise: plug-in 𝒞 is inflated by the noise, split is not."""
+    rng = np.random.default_rng(0)
+    n, d, noise = 8, 50, 1.0
+    truth = rng.standard_normal(d)
+    plugin, split = [], []
+    for _ in range(200):
+        half_a = truth + noise * rng.standard_normal((n, d))
+        half_b = truth + noise * rng.standard_normal((n, d))
+        full = torch.as_tensor((half_a + half_b) / 2)
+        plugin.append(float(alignment_loss(full)))
+        split.append(float(alignment_loss(full, torch.as_tensor((half_a * half_b).sum(-1)))))
+    # True 𝒞 is 0 (all tasks equal); the plug-in estimate is biased upward by ~2n(n-1)·d·σ²/2.
+    assert np.mean(plugin) > 1000
+    assert abs(np.mean(split)) < 0.1 * np.mean(plugin)
+
+
+def test_batched_and_looped_inner_gradients_agree():
+    policy, pre, _, _ = tiny_data()
+    params = {k: v.expand(pre.num_tasks, *v.shape) for k, v in policy.params().items()}
+    grads = {}
+    for batched in (True, False):
+        cfg = TrainConfig()
+        cfg.learner.task_batching = batched
+        objective = MetaObjective(policy, make_curvature("identity", policy.params()), cfg)
+        grads[batched], _ = objective.inner_grads(params, pre, create_graph=False)
+    for name in grads[True]:
+        torch.testing.assert_close(grads[True][name], grads[False][name])
+
+
+@pytest.mark.parametrize("estimator", ["vpg", "lvc", "dice"])
+def test_estimators_share_the_first_order_gradient(estimator):
+    policy, pre, _, _ = tiny_data()
+    # Exact float64 sampling log-probs, so every ratio is exactly 1 at θ.
+    exact = policy.log_prob(policy.params(), pre.observations, pre.actions).detach()
+    pre = dataclasses.replace(pre, log_probs=exact)
+    reference = torch.autograd.grad(inner_loss(policy, policy.params(), pre, "vpg").sum(), list(policy.parameters()))
+    grads = torch.autograd.grad(inner_loss(policy, policy.params(), pre, estimator).sum(), list(policy.parameters()))
+    for a, b in zip(grads, reference, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+
+
+def test_meta_step_moves_theta_and_curvature_and_reports_named_terms():
+    policy, pre, _, post = tiny_data()
+    learner = MetaLearner(policy.float(), TrainConfig(alignment_weight=0.1, learner=dataclasses.replace(TrainConfig().learner, device="cpu")))
+    pre, post = (dataclasses.replace(t, **{f: getattr(t, f).float() for f in ("observations", "actions", "log_probs", "advantages", "mask")}) for t in (pre, post))
+    before_theta = [p.detach().clone() for p in learner.policy.parameters()]
+    before_c = [p.detach().clone() for p in learner.curvature.parameters()]
+    metrics = learner.meta_step([pre], post)
+    assert {"loss_inner", "loss_outer", "kl_inner", "loss_alignment", "curvature_rms_from_identity"} <= set(metrics)
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before_theta, learner.policy.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(before_c, learner.curvature.parameters(), strict=True))
