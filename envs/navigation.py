@@ -50,7 +50,9 @@ class Navigation2DEnv(gym.Env):
         return self._state.astype(np.float32), {}
 
     def step(self, action):
-        self._state, reward, terminated = _move(self._state, self.goal, np.asarray(action, dtype=np.float64))
+        self._state, reward, terminated = _move(
+            self._state, self.goal, np.asarray(action, dtype=np.float64)
+        )
         return self._state.astype(np.float32), float(reward), bool(terminated), False, {}
 
 
@@ -75,7 +77,9 @@ class Navigation2DVectorEnv(TaskVectorEnv):
         return self._state.astype(np.float32)
 
     def step(self, actions, active):
-        state, reward, terminated = _move(self._state, self._goals, np.asarray(actions, dtype=np.float64))
+        state, reward, terminated = _move(
+            self._state, self._goals, np.asarray(actions, dtype=np.float64)
+        )
         self._state = np.where(active[:, None], state, self._state)
         truncated = np.zeros(len(self._goals), dtype=bool)
         return self._state.astype(np.float32), reward.astype(np.float32), terminated, truncated

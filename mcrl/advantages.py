@@ -17,7 +17,9 @@ def discounted_returns(rewards: np.ndarray, mask: np.ndarray, gamma: float) -> n
     return returns
 
 
-def gae(rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, gamma: float, lam: float) -> np.ndarray:
+def gae(
+    rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, gamma: float, lam: float
+) -> np.ndarray:
     """Generalised advantage estimation on padded episodes, ``[H, E]``.
 
     ``values[t]`` estimates the return from step t. The value after an episode's last real step
@@ -30,7 +32,9 @@ def gae(rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, gamma: float,
     for t in reversed(range(horizon)):
         next_value = values[t + 1] * mask[t + 1] if t + 1 < horizon else 0.0
         delta = rewards[t] + gamma * next_value - values[t]
-        running = (delta + gamma * lam * running * (mask[t + 1] if t + 1 < horizon else 0.0)) * mask[t]
+        running = (
+            delta + gamma * lam * running * (mask[t + 1] if t + 1 < horizon else 0.0)
+        ) * mask[t]
         advantages[t] = running
     return advantages
 
@@ -80,7 +84,9 @@ def normalize(advantages: np.ndarray, mask: np.ndarray, eps: float = 1e-8) -> np
     return (advantages - mean) / (std + eps) * mask
 
 
-def compute_advantages(batch: EpisodeBatch, gamma: float, gae_lambda: float, *, normalized: bool = True) -> np.ndarray:
+def compute_advantages(
+    batch: EpisodeBatch, gamma: float, gae_lambda: float, *, normalized: bool = True
+) -> np.ndarray:
     """Per-task advantages ``[H, E]`` (float32): baseline refit on this batch, then GAE."""
     returns = discounted_returns(batch.rewards, batch.mask, gamma)
     baseline = LinearFeatureBaseline()

@@ -61,7 +61,10 @@ def bench_sampler(
         steps = sum(b.num_steps for b in batches)
         best = max(best, steps / elapsed)
     sampler.close()
-    raw = max(raw_env_steps_per_s(family, min_steps=max(steps // 4, 2000), seed=seed) for _ in range(repeats))
+    raw = max(
+        raw_env_steps_per_s(family, min_steps=max(steps // 4, 2000), seed=seed)
+        for _ in range(repeats)
+    )
     return {
         "family": family.name,
         "backend": "local",

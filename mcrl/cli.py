@@ -6,15 +6,13 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from mcrl.tasks import SPLITS, list_families, make_family
-
-
-class UsageError(ValueError):
-    """Bad input from the user: printed as one line, exit code 2."""
+from mcrl.trainer import TrainingError
 
 
 def _families(args: argparse.Namespace, console: Console) -> int:
@@ -45,12 +43,16 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
     from mcrl.bench import bench_sampler
 
     family = make_family(args.family)
-    result = bench_sampler(family, tasks=args.tasks, episodes=args.episodes, repeats=args.repeats, seed=args.seed)
+    result = bench_sampler(
+        family, tasks=args.tasks, episodes=args.episodes, repeats=args.repeats, seed=args.seed
+    )
     result["command"] = " ".join(["mcrl", *sys.argv[1:]])
     if args.json:
         print(json.dumps(result))
         return 0
-    table = Table(title=f"sampler benchmark: {family.name}, {args.tasks} tasks x {args.episodes} episodes")
+    table = Table(
+        title=f"sampler benchmark: {family.name}, {args.tasks} tasks x {args.episodes} episodes"
+    )
     table.add_column("measure")
     table.add_column("value", justify="right")
     for key in ("steps_per_phase", "sampler_steps_per_s", "raw_steps_per_s", "ratio"):
@@ -59,16 +61,60 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace, console: Console) -> int:
+    from mcrl.config import load_config
+    from mcrl.trainer import Trainer
+
+    config = load_config(args.config, args.set)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    trainer = Trainer(config, out, resume=args.resume, progress=not args.no_progress)
+    if trainer.start_iteration >= config.iterations:
+        console.print(
+            f"{out} already has {config.iterations} iterations; raise 'iterations' to train further"
+        )
+        return 0
+    trainer.train()
+    console.print(
+        f"done: {out} (metrics.csv, checkpoints/, config.yaml{', eval.json' if trainer.latest_eval else ''})"
+    )
+    if trainer.latest_eval:
+        returns = " → ".join(f"{r:.2f}" for r in trainer.latest_eval["returns"])
+        console.print(
+            f"held-out return after 0..{trainer.latest_eval['steps']} adaptation steps: {returns}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mcrl", description="Meta-Curvature meta-reinforcement learning.")
+    parser = argparse.ArgumentParser(
+        prog="mcrl", description="Meta-Curvature meta-reinforcement learning."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     families = commands.add_parser("families", help="list the task families and their splits")
     families.set_defaults(handler=_families)
 
+    train = commands.add_parser("train", help="meta-train θ and C from a YAML config")
+    train.add_argument("config", help="YAML config (see experiments/)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (dots for sections: sampler.backend=local)",
+    )
+    train.add_argument("--out", help="run directory (default: runs/<config name>)")
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_train)
+
     bench = commands.add_parser("bench", help="measure speed")
     bench_kinds = bench.add_subparsers(dest="what", required=True)
-    sampler = bench_kinds.add_parser("sampler", help="sampler env steps/s against a raw single-env loop")
+    sampler = bench_kinds.add_parser(
+        "sampler", help="sampler env steps/s against a raw single-env loop"
+    )
     sampler.add_argument("--family", required=True)
     sampler.add_argument("--tasks", type=int, default=20)
     sampler.add_argument("--episodes", type=int, default=10)
@@ -88,8 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"mcrl: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("mcrl: interrupted", file=sys.stderr)
+    except TrainingError as exc:
+        print(f"mcrl: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        print(f"mcrl: {exc or 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -33,7 +33,9 @@ def _unit_interval(x: float) -> bool:
     return 0 <= x <= 1
 
 
-def check(predicate: Callable[[Any], bool], valid: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
+def check(
+    predicate: Callable[[Any], bool], valid: str, default: Any = dataclasses.MISSING, **kwargs: Any
+) -> Any:
     """A dataclass field whose value must satisfy ``predicate`` (``valid`` says what is valid)."""
     if default is dataclasses.MISSING and "default_factory" not in kwargs:
         raise TypeError("check() needs a default")
@@ -146,7 +148,13 @@ def _type_name(tp: Any) -> str:
         return "a list of " + _type_name(typing.get_args(tp)[0])
     if origin is dict:
         return "a mapping"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}.get(tp, str(tp))
+    return {
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        str: "a string",
+        type(None): "null",
+    }.get(tp, str(tp))
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
@@ -198,12 +206,16 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
 def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
     """Build config dataclass ``cls`` from a mapping, checking every key."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"config section {prefix.rstrip('.') or '(top level)'!r} must be a mapping, got {data!r}")
+        raise ConfigError(
+            f"config section {prefix.rstrip('.') or '(top level)'!r} must be a mapping, got {data!r}"
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in fields]
     if unknown:
-        raise ConfigError(f"unknown config key {prefix + str(unknown[0])!r}; valid keys here: {', '.join(fields)}")
+        raise ConfigError(
+            f"unknown config key {prefix + str(unknown[0])!r}; valid keys here: {', '.join(fields)}"
+        )
     values = {}
     for name, value in data.items():
         key, tp = prefix + name, hints[name]
@@ -213,7 +225,9 @@ def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
         value = _coerce(key, value, tp)
         predicate = fields[name].metadata.get("check")
         if predicate is not None and value is not None and not predicate(value):
-            raise ConfigError(f"config key {key!r} must be {fields[name].metadata['valid']}, got {value!r}")
+            raise ConfigError(
+                f"config key {key!r} must be {fields[name].metadata['valid']}, got {value!r}"
+            )
         values[name] = value
     config = cls(**values)
     _check_cross_field(config, prefix)
@@ -225,11 +239,23 @@ def _check_cross_field(config: Any, prefix: str) -> None:
         if config.horizon is not None and config.horizon <= 0:
             raise ConfigError(f"config key 'horizon' must be > 0 or null, got {config.horizon}")
         if config.alignment_estimator == "split" and config.episodes_per_task < 2:
-            raise ConfigError("config key 'alignment_estimator' = split needs episodes_per_task >= 2")
-    if isinstance(config, PolicyConfig) and (not config.hidden_sizes or min(config.hidden_sizes) <= 0):
-        raise ConfigError(f"config key '{prefix}hidden_sizes' must be a non-empty list of positive integers, got {list(config.hidden_sizes)}")
-    if isinstance(config, LearnerConfig) and config.num_threads is not None and config.num_threads <= 0:
-        raise ConfigError(f"config key '{prefix}num_threads' must be > 0 or null, got {config.num_threads}")
+            raise ConfigError(
+                "config key 'alignment_estimator' = split needs episodes_per_task >= 2"
+            )
+    if isinstance(config, PolicyConfig) and (
+        not config.hidden_sizes or min(config.hidden_sizes) <= 0
+    ):
+        raise ConfigError(
+            f"config key '{prefix}hidden_sizes' must be a non-empty list of positive integers, got {list(config.hidden_sizes)}"
+        )
+    if (
+        isinstance(config, LearnerConfig)
+        and config.num_threads is not None
+        and config.num_threads <= 0
+    ):
+        raise ConfigError(
+            f"config key '{prefix}num_threads' must be > 0 or null, got {config.num_threads}"
+        )
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -282,6 +308,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, got {type(loaded).__name__}")
+            raise ConfigError(
+                f"config file {str(path)!r} must hold a mapping of keys, got {type(loaded).__name__}"
+            )
         data = loaded or {}
     return from_dict(TrainConfig, apply_overrides(data, overrides))

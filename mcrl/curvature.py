@@ -40,14 +40,17 @@ class Curvature(nn.Module, abc.ABC):
 
     def stats(self) -> dict[str, float]:
         """Summary numbers for the metrics: how far C has moved from the identity."""
+        if not list(self.parameters()):
+            return {"curvature_rms_from_identity": 0.0, "curvature_mean_diagonal": 1.0}
         with torch.no_grad():
             deviations = [
-                (p - torch.eye(p.shape[0], device=p.device) if p.dim() == 2 else p - 1).norm() / (p.numel() ** 0.5)
+                (p - torch.eye(p.shape[0], device=p.device) if p.dim() == 2 else p - 1).norm()
+                / (p.numel() ** 0.5)
                 for p in self.parameters()
             ]
-            diagonals = torch.cat([(p.diagonal() if p.dim() == 2 else p).flatten() for p in self.parameters()])
-        if not deviations:
-            return {"curvature_rms_from_identity": 0.0, "curvature_mean_diagonal": 1.0}
+            diagonals = torch.cat(
+                [(p.diagonal() if p.dim() == 2 else p).flatten() for p in self.parameters()]
+            )
         return {
             "curvature_rms_from_identity": float(torch.stack(deviations).mean()),
             "curvature_mean_diagonal": float(diagonals.mean()),
@@ -66,7 +69,9 @@ class DiagonalCurvature(Curvature):
 
     def __init__(self, shapes):
         super().__init__(shapes)
-        self.scales = nn.ParameterDict({_key(n): nn.Parameter(torch.ones(s)) for n, s in self.shapes.items()})
+        self.scales = nn.ParameterDict(
+            {_key(n): nn.Parameter(torch.ones(s)) for n, s in self.shapes.items()}
+        )
 
     def forward(self, grads):
         return {name: self.scales[_key(name)] * g for name, g in grads.items()}
@@ -100,13 +105,19 @@ class KroneckerCurvature(Curvature):
 
 def make_curvature(kind: str, params: Mapping[str, Tensor]) -> Curvature:
     """The curvature of ``kind`` for parameters shaped like ``params`` (θ's dict)."""
-    classes = {"identity": IdentityCurvature, "diagonal": DiagonalCurvature, "kronecker": KroneckerCurvature}
+    classes = {
+        "identity": IdentityCurvature,
+        "diagonal": DiagonalCurvature,
+        "kronecker": KroneckerCurvature,
+    }
     if kind not in classes:
         raise ValueError(f"curvature must be one of {', '.join(CURVATURES)}; got {kind!r}")
     return classes[kind]({name: p.shape for name, p in params.items()})
 
 
-def adapt(params: Mapping[str, Tensor], grads: Mapping[str, Tensor], curvature: Curvature, inner_lr: float) -> dict[str, Tensor]:
+def adapt(
+    params: Mapping[str, Tensor], grads: Mapping[str, Tensor], curvature: Curvature, inner_lr: float
+) -> dict[str, Tensor]:
     """One adaptation step θ' = θ − inner_lr · C(g)."""
     preconditioned = curvature(grads)
     return {name: params[name] - inner_lr * preconditioned[name] for name in params}

@@ -62,7 +62,11 @@ class EpisodeBatch:
         if len(tasks) != 1:
             raise ValueError(f"can only concatenate batches of one task, got {len(tasks)} tasks")
         return EpisodeBatch(
-            batches[0].task, **{k: np.concatenate([getattr(b, k) for b in batches], axis=1) for k in EpisodeBatch._ARRAYS}
+            batches[0].task,
+            **{
+                k: np.concatenate([getattr(b, k) for b in batches], axis=1)
+                for k in EpisodeBatch._ARRAYS
+            },
         )
 
     def allclose(self, other: EpisodeBatch, **kwargs) -> bool:

@@ -20,7 +20,14 @@ from torch import Tensor, nn
 
 from mcrl.curvature import adapt, make_curvature
 from mcrl.episodes import EpisodeBatch
-from mcrl.losses import TaskTensors, alignment_loss, inner_loss, kl_penalty, outer_loss
+from mcrl.losses import (
+    TaskTensors,
+    affinity_matrix,
+    alignment_loss,
+    inner_loss,
+    kl_penalty,
+    outer_loss,
+)
 from mcrl.policies import MLPPolicy, Params, params_to_numpy
 
 if TYPE_CHECKING:
@@ -55,7 +62,9 @@ class MetaObjective(nn.Module):
         self.curvature = curvature
         self.config = config
 
-    def inner_grads(self, params: Params, data: TaskTensors, *, create_graph: bool) -> tuple[dict[str, Tensor], Tensor]:
+    def inner_grads(
+        self, params: Params, data: TaskTensors, *, create_graph: bool
+    ) -> tuple[dict[str, Tensor], Tensor]:
         """∇ L_in of every task at its own parameters ``params`` [T, ...]; and the losses [T].
 
         Batched: one loss for all tasks and one backward (task i's loss only depends on row i).
@@ -65,15 +74,21 @@ class MetaObjective(nn.Module):
         names = list(params)
         if self.config.learner.task_batching:
             losses = inner_loss(self.policy, params, data, estimator)
-            grads = torch.autograd.grad(losses.sum(), [params[n] for n in names], create_graph=create_graph)
+            grads = torch.autograd.grad(
+                losses.sum(), [params[n] for n in names], create_graph=create_graph
+            )
             return dict(zip(names, grads, strict=True)), losses
         per_task, losses = [], []
         for i in range(data.num_tasks):
             task_params = {n: params[n][i] for n in names}
             loss = inner_loss(self.policy, task_params, data.task(i), estimator)
-            per_task.append(torch.autograd.grad(loss, list(task_params.values()), create_graph=create_graph))
+            per_task.append(
+                torch.autograd.grad(loss, list(task_params.values()), create_graph=create_graph)
+            )
             losses.append(loss)
-        return {n: torch.stack([g[k] for g in per_task]) for k, n in enumerate(names)}, torch.stack(losses)
+        return {n: torch.stack([g[k] for g in per_task]) for k, n in enumerate(names)}, torch.stack(
+            losses
+        )
 
     def adapt(
         self,
@@ -121,7 +136,11 @@ class MetaObjective(nn.Module):
     ) -> dict[str, Tensor]:
         cfg = self.config
         adapted, first_grads, inner_losses = self.adapt(
-            theta, pre, second_order=not cfg.first_order, alignment=alignment, through_theta=through_theta
+            theta,
+            pre,
+            second_order=not cfg.first_order,
+            alignment=alignment,
+            through_theta=through_theta,
         )
         terms = {
             "loss_inner": inner_losses.mean(),
@@ -134,7 +153,8 @@ class MetaObjective(nn.Module):
             if cfg.alignment_estimator == "split":
                 params = {n: p.expand(pre[0].num_tasks, *p.shape) for n, p in theta.items()}
                 half_a, half_b = (
-                    flatten_per_task(self.inner_grads(params, half, create_graph=True)[0]) for half in pre[0].episode_halves()
+                    flatten_per_task(self.inner_grads(params, half, create_graph=True)[0])
+                    for half in pre[0].episode_halves()
                 )
                 self_similarity = (half_a * half_b).sum(-1)
             terms["loss_alignment"] = alignment_loss(grads, self_similarity)
@@ -165,15 +185,32 @@ class MetaLearner:
     # -- data and parameters -------------------------------------------------------------------
     def prepare(self, batches: Sequence[EpisodeBatch]) -> TaskTensors:
         """Advantages and tensors on the learner's device for one sampling phase."""
-        return TaskTensors.from_batches(batches, gamma=self.config.gamma, gae_lambda=self.config.gae_lambda, device=self.device)
+        return TaskTensors.from_batches(
+            batches, gamma=self.config.gamma, gae_lambda=self.config.gae_lambda, device=self.device
+        )
 
     def theta_numpy(self) -> dict[str, np.ndarray]:
         return params_to_numpy(self.policy.params())
 
     def adapted_params(self, pre: Sequence[TaskTensors]) -> list[dict[str, np.ndarray]]:
         """Each task's adapted parameters after ``len(pre)`` steps, for sampling."""
-        adapted, _, _ = self.objective.adapt(self.policy.params(), pre, second_order=False, through_theta=False)
-        return [{n: p[i].detach().cpu().numpy() for n, p in adapted.items()} for i in range(pre[0].num_tasks)]
+        adapted, _, _ = self.objective.adapt(
+            self.policy.params(), pre, second_order=False, through_theta=False
+        )
+        return [
+            {n: p[i].detach().cpu().numpy() for n, p in adapted.items()}
+            for i in range(pre[0].num_tasks)
+        ]
+
+    def task_affinity(self, pre: TaskTensors) -> np.ndarray:
+        """D_ij = ‖g_i − g_j‖² between the tasks' inner gradients at θ (design §3)."""
+        num_tasks = pre.num_tasks
+        params = {
+            n: p.detach().expand(num_tasks, *p.shape).requires_grad_()
+            for n, p in self.policy.params().items()
+        }
+        grads, _ = self.objective.inner_grads(params, pre, create_graph=False)
+        return affinity_matrix(flatten_per_task(grads)).cpu().numpy()
 
     # -- the meta-update -------------------------------------------------------------------------
     def meta_step(self, pre: Sequence[TaskTensors], post: TaskTensors) -> dict[str, float]:
@@ -182,7 +219,9 @@ class MetaLearner:
         use_alignment = cfg.alignment_weight > 0
         theta = self.policy.params()
         with torch.no_grad():  # a snapshot: the optimisers update θ in place
-            old_distribution = tuple(t.clone() for t in self.policy.distribution(theta, pre[0].observations))
+            old_distribution = tuple(
+                t.clone() for t in self.policy.distribution(theta, pre[0].observations)
+            )
         totals: dict[str, float] = {}
         for _ in range(cfg.outer_epochs):
             terms = self.objective(theta, pre, post, old_distribution, alignment=use_alignment)
@@ -195,7 +234,9 @@ class MetaLearner:
             else:
                 self._step("theta", loss, inputs=list(theta.values()))
                 if "curvature" in self.optimizers:
-                    curvature_terms = self.objective(theta, pre, post, old_distribution, alignment=False, through_theta=False)
+                    curvature_terms = self.objective(
+                        theta, pre, post, old_distribution, alignment=False, through_theta=False
+                    )
                     check_finite({"loss_outer (C-step)": curvature_terms["loss_outer"]})
                     self._step("curvature", curvature_terms["loss_outer"])
             for name, value in terms.items():

@@ -39,17 +39,30 @@ class TaskTensors:
     episodes: int
 
     @classmethod
-    def from_batches(cls, batches: Sequence[EpisodeBatch], *, gamma: float, gae_lambda: float, device: torch.device | str = "cpu") -> TaskTensors:
+    def from_batches(
+        cls,
+        batches: Sequence[EpisodeBatch],
+        *,
+        gamma: float,
+        gae_lambda: float,
+        device: torch.device | str = "cpu",
+    ) -> TaskTensors:
         def stack(arrays: list[np.ndarray], dtype: torch.dtype) -> Tensor:
             x = np.stack(arrays)  # [T, H, E, ...]
-            return torch.as_tensor(x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:]), dtype=dtype, device=device)
+            return torch.as_tensor(
+                x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:]),
+                dtype=dtype,
+                device=device,
+            )
 
         action_dtype = torch.long if batches[0].actions.dtype.kind in "iu" else torch.float32
         return cls(
             observations=stack([b.observations for b in batches], torch.float32),
             actions=stack([b.actions for b in batches], action_dtype),
             log_probs=stack([b.log_probs for b in batches], torch.float32),
-            advantages=stack([compute_advantages(b, gamma, gae_lambda) for b in batches], torch.float32),
+            advantages=stack(
+                [compute_advantages(b, gamma, gae_lambda) for b in batches], torch.float32
+            ),
             mask=stack([b.mask for b in batches], torch.float32),
             horizon=batches[0].horizon,
             episodes=batches[0].num_episodes,
@@ -74,7 +87,9 @@ class TaskTensors:
         """The same data masked to the first and to the second half of the episodes."""
         if self.episodes < 2:
             raise ValueError("the split alignment estimator needs at least 2 episodes per task")
-        episode = torch.arange(self.horizon * self.episodes, device=self.mask.device) % self.episodes
+        episode = (
+            torch.arange(self.horizon * self.episodes, device=self.mask.device) % self.episodes
+        )
         first = (episode < self.episodes // 2).to(self.mask.dtype)
         return replace(self, mask=self.mask * first), replace(self, mask=self.mask * (1 - first))
 
@@ -110,7 +125,9 @@ def inner_loss(policy: MLPPolicy, params: Params, data: TaskTensors, estimator: 
         before_t = through_t - log_ratio
         surrogate = (torch.exp(through_t) - torch.exp(before_t)) * data.advantages
     else:
-        raise ValueError(f"inner_estimator must be one of {', '.join(INNER_ESTIMATORS)}; got {estimator!r}")
+        raise ValueError(
+            f"inner_estimator must be one of {', '.join(INNER_ESTIMATORS)}; got {estimator!r}"
+        )
     return -masked_mean(surrogate, data.mask)
 
 
@@ -118,10 +135,14 @@ def outer_loss(policy: MLPPolicy, adapted: Params, data: TaskTensors, clip_ratio
     """PPO's clipped surrogate of the adapted policies on their own post-adaptation episodes."""
     ratio = torch.exp(policy.log_prob(adapted, data.observations, data.actions) - data.log_probs)
     clipped = torch.clamp(ratio, 1 - clip_ratio, 1 + clip_ratio)
-    return -masked_mean(torch.minimum(ratio * data.advantages, clipped * data.advantages), data.mask)
+    return -masked_mean(
+        torch.minimum(ratio * data.advantages, clipped * data.advantages), data.mask
+    )
 
 
-def kl_penalty(policy: MLPPolicy, params: Params, old: tuple[Tensor, ...], data: TaskTensors) -> Tensor:
+def kl_penalty(
+    policy: MLPPolicy, params: Params, old: tuple[Tensor, ...], data: TaskTensors
+) -> Tensor:
     """Mean KL(π_old ‖ π_params) on the pre-adaptation states, per task."""
     return masked_mean(policy.kl(old, params, data.observations), data.mask)
 

@@ -29,6 +29,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 Params = Mapping[str, Tensor]
 
@@ -36,7 +37,15 @@ ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """``x @ weight.T + bias`` with matching leading batch dimensions on all three."""
+    """``x @ weight.T + bias`` with matching leading batch dimensions on all three.
+
+    Shared parameters (no batch dimension) take ``F.linear``; one batch dimension takes
+    ``baddbmm``; both fuse the bias into the matrix product.
+    """
+    if weight.dim() == 2:
+        return F.linear(x, weight, bias)
+    if weight.dim() == 3 and x.dim() == 3:
+        return torch.baddbmm(bias.unsqueeze(-2), x, weight.mT)
     return x @ weight.mT + bias.unsqueeze(-2)
 
 
@@ -59,7 +68,9 @@ class MLPPolicy(nn.Module, abc.ABC):
         self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
         self.activation = activation
         sizes = (obs_dim, *self.hidden_sizes)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
         self.head = nn.Linear(sizes[-1], out_dim)
         # SB3's initialisation, so an exported policy starts where SB3's PPO would.
         for layer in self.layers:
@@ -126,7 +137,9 @@ class GaussianMLPPolicy(MLPPolicy):
     def log_prob(self, params, obs, actions):
         mean, log_std = self.distribution(params, obs)
         z = (actions - mean) * torch.exp(-log_std)
-        return -0.5 * (z * z).sum(-1) - log_std.sum(-1) - 0.5 * self.action_dim * math.log(2 * math.pi)
+        return (
+            -0.5 * (z * z).sum(-1) - log_std.sum(-1) - 0.5 * self.action_dim * math.log(2 * math.pi)
+        )
 
     def kl(self, old, params, obs):
         old_mean, old_log_std = old
@@ -138,7 +151,11 @@ class GaussianMLPPolicy(MLPPolicy):
     def sample(self, params, obs, noise):
         mean, log_std = self.distribution(params, obs)
         actions = mean + torch.exp(log_std) * noise
-        logp = -0.5 * (noise * noise).sum(-1) - log_std.sum(-1) - 0.5 * self.action_dim * math.log(2 * math.pi)
+        logp = (
+            -0.5 * (noise * noise).sum(-1)
+            - log_std.sum(-1)
+            - 0.5 * self.action_dim * math.log(2 * math.pi)
+        )
         return actions, logp
 
     def act(self, params, obs):
@@ -194,10 +211,14 @@ def make_policy(
 ) -> MLPPolicy:
     """The policy that fits an env's spaces: Gaussian for Box actions, categorical for Discrete."""
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
-        raise ValueError(f"mcrl policies need a flat Box observation space, got {observation_space}")
+        raise ValueError(
+            f"mcrl policies need a flat Box observation space, got {observation_space}"
+        )
     obs_dim = observation_space.shape[0]
     if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
-        return GaussianMLPPolicy(obs_dim, action_space.shape[0], hidden_sizes, activation, init_log_std)
+        return GaussianMLPPolicy(
+            obs_dim, action_space.shape[0], hidden_sizes, activation, init_log_std
+        )
     if isinstance(action_space, gym.spaces.Discrete):
         return CategoricalMLPPolicy(obs_dim, int(action_space.n), hidden_sizes, activation)
     raise ValueError(f"mcrl policies need a flat Box or Discrete action space, got {action_space}")
@@ -210,4 +231,7 @@ def params_to_numpy(params: Params) -> dict[str, np.ndarray]:
 def stack_params(param_sets: Sequence[Mapping[str, np.ndarray | Tensor]]) -> dict[str, Tensor]:
     """Per-task parameter sets stacked along a new leading dimension."""
     keys = param_sets[0].keys()
-    return {k: torch.stack([torch.as_tensor(p[k], dtype=torch.float32) for p in param_sets]) for k in keys}
+    return {
+        k: torch.stack([torch.as_tensor(p[k], dtype=torch.float32) for p in param_sets])
+        for k in keys
+    }

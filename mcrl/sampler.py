@@ -25,7 +25,9 @@ from mcrl.vector_env import TaskVectorEnv
 ParamSets = Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]]
 
 
-def episode_rng(seed: int, iteration: int, phase: int, task_index: int, episode: int) -> np.random.Generator:
+def episode_rng(
+    seed: int, iteration: int, phase: int, task_index: int, episode: int
+) -> np.random.Generator:
     """The generator of one episode's randomness, a pure function of its coordinates."""
     return np.random.default_rng([seed, iteration, phase, task_index, episode])
 
@@ -42,7 +44,9 @@ def episode_slots(num_tasks: int, episodes_per_task: int) -> list[EpisodeSlot]:
     return [EpisodeSlot(i, e) for i in range(num_tasks) for e in range(episodes_per_task)]
 
 
-def check_sample_args(family: TaskFamily, tasks: Sequence[Task], params: ParamSets, episodes_per_task: int) -> None:
+def check_sample_args(
+    family: TaskFamily, tasks: Sequence[Task], params: ParamSets, episodes_per_task: int
+) -> None:
     if isinstance(tasks, Task) or not isinstance(tasks, Sequence) or len(tasks) == 0:
         raise ValueError("tasks must be a non-empty list of Task")
     for task in tasks:
@@ -70,17 +74,23 @@ class RolloutEngine:
         return self._env
 
     @staticmethod
-    def _batched_params(params: ParamSets, slots: Sequence[EpisodeSlot]) -> tuple[dict[str, torch.Tensor], int]:
+    def _batched_params(
+        params: ParamSets, slots: Sequence[EpisodeSlot]
+    ) -> tuple[dict[str, torch.Tensor], int]:
         """Parameters with a leading group dimension G, the envs being laid out as
         ``[G, n / G]``: G = 1 for shared parameters, one group per task when the slots are sorted
         by task with equal counts (then each task costs one matrix product), else one per env."""
         if isinstance(params, Mapping):
-            return {k: torch.as_tensor(v, dtype=torch.float32).unsqueeze(0) for k, v in params.items()}, 1
+            return {
+                k: torch.as_tensor(v, dtype=torch.float32).unsqueeze(0) for k, v in params.items()
+            }, 1
         positions = np.array([s.task_position for s in slots])
         used, counts = np.unique(positions, return_counts=True)
         if np.all(np.diff(positions) >= 0) and np.all(counts == counts[0]):
             return stack_params([params[i] for i in used]), len(used)
-        return {k: v[torch.as_tensor(positions)] for k, v in stack_params(params).items()}, len(slots)
+        return {k: v[torch.as_tensor(positions)] for k, v in stack_params(params).items()}, len(
+            slots
+        )
 
     def run(
         self,
@@ -98,9 +108,14 @@ class RolloutEngine:
         env = self._envs_for(env_tasks)
         n = len(slots)
 
-        rngs = [episode_rng(seed, iteration, phase, tasks[s.task_position].index, s.episode) for s in slots]
+        rngs = [
+            episode_rng(seed, iteration, phase, tasks[s.task_position].index, s.episode)
+            for s in slots
+        ]
         reset_seeds = [int(rng.integers(2**31 - 1)) for rng in rngs]
-        noise = torch.from_numpy(np.concatenate([self.policy.noise(rng, horizon, 1) for rng in rngs], axis=1))
+        noise = torch.from_numpy(
+            np.concatenate([self.policy.noise(rng, horizon, 1) for rng in rngs], axis=1)
+        )
 
         env_params, groups = self._batched_params(params, slots)
         action_space = env.action_space
@@ -123,8 +138,13 @@ class RolloutEngine:
                 obs_t = torch.from_numpy(obs).reshape(groups, n // groups, *obs_shape)
                 noise_t = noise[t].reshape(groups, n // groups, *noise.shape[2:])
                 actions, logp = self.policy.sample(env_params, obs_t, noise_t)
-                actions, logp = actions.reshape(n, *actions.shape[2:]).numpy(), logp.reshape(n).numpy()
-                env_actions = np.clip(actions, action_space.low, action_space.high) if clip else actions
+                actions, logp = (
+                    actions.reshape(n, *actions.shape[2:]).numpy(),
+                    logp.reshape(n).numpy(),
+                )
+                env_actions = (
+                    np.clip(actions, action_space.low, action_space.high) if clip else actions
+                )
                 out["observations"][t][active] = obs[active]
                 out["actions"][t][active] = actions[active]
                 out["log_probs"][t][active] = logp[active]
@@ -141,7 +161,9 @@ class RolloutEngine:
         return out
 
 
-def assemble_batches(tasks: Sequence[Task], slots: Sequence[EpisodeSlot], arrays: Mapping[str, np.ndarray]) -> list[EpisodeBatch]:
+def assemble_batches(
+    tasks: Sequence[Task], slots: Sequence[EpisodeSlot], arrays: Mapping[str, np.ndarray]
+) -> list[EpisodeBatch]:
     """Split arrays over ``slots`` into one EpisodeBatch per task, episodes in index order."""
     positions = np.array([s.task_position for s in slots])
     episodes = np.array([s.episode for s in slots])

@@ -199,7 +199,9 @@ class TaskFamily(abc.ABC):
     space: BoxTaskSpace | None = None
 
     def __init__(self, horizon: int | None = None):
-        self.horizon = check_positive_int("horizon", self.default_horizon if horizon is None else horizon)
+        self.horizon = check_positive_int(
+            "horizon", self.default_horizon if horizon is None else horizon
+        )
 
     # -- task distribution -------------------------------------------------------------------
     def sample_tasks(self, n: int, *, split: str = "train", seed: int | None = None) -> list[Task]:
@@ -239,7 +241,9 @@ class TaskFamily(abc.ABC):
         expected = set(self.describe()["train"])
         unknown = set(params) - expected
         if unknown:
-            raise ValueError(f"unknown task parameter(s) {sorted(unknown)}; {self.name} takes {sorted(expected)}")
+            raise ValueError(
+                f"unknown task parameter(s) {sorted(unknown)}; {self.name} takes {sorted(expected)}"
+            )
         missing = expected - set(params)
         if missing:
             raise ValueError(f"missing task parameter(s) {sorted(missing)} for {self.name}")
@@ -275,7 +279,9 @@ def register_family(name: str, factory: FamilyFactory, *, overwrite: bool = Fals
     if not callable(factory):
         raise ValueError(f"factory for family {name!r} must be callable, got {factory!r}")
     if name in _REGISTRY and not overwrite and _REGISTRY[name] is not factory:
-        raise ValueError(f"family {name!r} is already registered; pass overwrite=True to replace it")
+        raise ValueError(
+            f"family {name!r} is already registered; pass overwrite=True to replace it"
+        )
     _REGISTRY[name] = factory
 
 
@@ -296,7 +302,9 @@ def _import_factory(spec: str) -> FamilyFactory:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"cannot import module {module_name!r} for family {spec!r}: {exc}") from exc
+        raise ValueError(
+            f"cannot import module {module_name!r} for family {spec!r}: {exc}"
+        ) from exc
     factory = getattr(module, attr, None)
     if factory is None:
         raise ValueError(f"module {module_name!r} has no attribute {attr!r} (family {spec!r})")
@@ -317,5 +325,7 @@ def make_family(name: str, **kwargs: Any) -> TaskFamily:
         )
     family = factory(**kwargs)
     if not isinstance(family, TaskFamily):
-        raise ValueError(f"family {name!r} factory returned {type(family).__name__}, not a TaskFamily")
+        raise ValueError(
+            f"family {name!r} factory returned {type(family).__name__}, not a TaskFamily"
+        )
     return family

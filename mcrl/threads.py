@@ -6,6 +6,7 @@ and with other workers: a peer ran 2-3x slower on 2 cores without OMP_NUM_THREAD
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,10 +24,9 @@ def available_cpus() -> int:
 def configure_torch_threads(num_threads: int) -> None:
     """Set torch's intra-op threads, and a single inter-op thread where torch still allows it."""
     torch.set_num_threads(max(1, int(num_threads)))
-    try:
+    # Only settable before the first parallel op; harmless if it is already fixed.
+    with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass  # only settable before the first parallel op; harmless if already fixed
 
 
 @contextmanager

@@ -78,7 +78,10 @@ class SerialTaskVectorEnv(TaskVectorEnv):
 
     def reset(self, seeds: Sequence[int]) -> np.ndarray:
         self._obs = np.stack(
-            [np.asarray(self._envs[k].reset(seed=int(s))[0], dtype=np.float32) for k, s in enumerate(seeds)]
+            [
+                np.asarray(self._envs[k].reset(seed=int(s))[0], dtype=np.float32)
+                for k, s in enumerate(seeds)
+            ]
         )
         return self._obs.copy()
 

@@ -25,4 +25,7 @@ def perturbed_params(policy, count: int, scale: float = 0.3, seed: int = 0):
     """``count`` different parameter sets around the policy's (one per task)."""
     rng = np.random.default_rng(seed)
     base = params_to_numpy(policy.params())
-    return [{k: v + scale * rng.standard_normal(v.shape).astype(np.float32) for k, v in base.items()} for _ in range(count)]
+    return [
+        {k: v + scale * rng.standard_normal(v.shape).astype(np.float32) for k, v in base.items()}
+        for _ in range(count)
+    ]

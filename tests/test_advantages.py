@@ -20,7 +20,9 @@ def test_gae_with_lambda_one_and_zero_values_is_the_discounted_return():
     rng = np.random.default_rng(0)
     rewards = rng.standard_normal((6, 3))
     mask = np.ones((6, 3))
-    np.testing.assert_allclose(gae(rewards, np.zeros((6, 3)), mask, 0.95, 1.0), discounted_returns(rewards, mask, 0.95))
+    np.testing.assert_allclose(
+        gae(rewards, np.zeros((6, 3)), mask, 0.95, 1.0), discounted_returns(rewards, mask, 0.95)
+    )
 
 
 def test_the_baseline_reduces_advantage_variance():

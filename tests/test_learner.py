@@ -27,12 +27,32 @@ def tiny_data(num_tasks=3, episodes=4, horizon=6, seed=0):
     theta = {k: v.detach().numpy() for k, v in policy.params().items()}
     cfg = TrainConfig()
     pre_batches = sampler.sample(tasks, theta, episodes, seed=seed, iteration=0)
-    pre2_batches = sampler.sample(tasks, perturbed_params(policy, num_tasks, 0.05, seed=1), episodes, seed=seed, iteration=0, phase=1)
-    post_batches = sampler.sample(tasks, perturbed_params(policy, num_tasks, 0.05, seed=2), episodes, seed=seed, iteration=0, phase=2)
+    pre2_batches = sampler.sample(
+        tasks,
+        perturbed_params(policy, num_tasks, 0.05, seed=1),
+        episodes,
+        seed=seed,
+        iteration=0,
+        phase=1,
+    )
+    post_batches = sampler.sample(
+        tasks,
+        perturbed_params(policy, num_tasks, 0.05, seed=2),
+        episodes,
+        seed=seed,
+        iteration=0,
+        phase=2,
+    )
 
     def tensors(batches):
         t = TaskTensors.from_batches(batches, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda)
-        return dataclasses.replace(t, **{f: getattr(t, f).double() for f in ("observations", "actions", "log_probs", "advantages", "mask")})
+        return dataclasses.replace(
+            t,
+            **{
+                f: getattr(t, f).double()
+                for f in ("observations", "actions", "log_probs", "advantages", "mask")
+            },
+        )
 
     return policy.double(), tensors(pre_batches), tensors(pre2_batches), tensors(post_batches)
 
@@ -79,11 +99,19 @@ CASES = [
 
 
 @pytest.mark.parametrize(("kind", "first_order", "estimator", "steps", "beta", "align_est"), CASES)
-def test_meta_gradients_match_finite_differences(kind, first_order, estimator, steps, beta, align_est):
+def test_meta_gradients_match_finite_differences(
+    kind, first_order, estimator, steps, beta, align_est
+):
     policy, pre, pre2, post = tiny_data()
     cfg = TrainConfig(
-        inner_lr=0.5, first_order=first_order, inner_estimator=estimator, curvature=kind,
-        alignment_weight=beta, alignment_estimator=align_est, inner_steps=steps, inner_kl_weight=0.3,
+        inner_lr=0.5,
+        first_order=first_order,
+        inner_estimator=estimator,
+        curvature=kind,
+        alignment_weight=beta,
+        alignment_estimator=align_est,
+        inner_steps=steps,
+        inner_kl_weight=0.3,
     )
     curvature = make_curvature(kind, policy.params()).double()
     with torch.no_grad():  # move C away from the identity so that its gradient is generic
@@ -91,7 +119,12 @@ def test_meta_gradients_match_finite_differences(kind, first_order, estimator, s
             p.add_(0.2 * torch.randn_like(p))
     objective = MetaObjective(policy, curvature, cfg)
     pres = [pre, pre2][:steps]
-    old = tuple(t.detach() for t in policy.distribution({k: v.detach() for k, v in policy.params().items()}, pre.observations))
+    old = tuple(
+        t.detach()
+        for t in policy.distribution(
+            {k: v.detach() for k, v in policy.params().items()}, pre.observations
+        )
+    )
 
     def value():
         return objective_value(objective, policy, pres, post, old, beta, beta > 0)
@@ -128,7 +161,12 @@ def test_first_order_curvature_gradient_is_exact(kind):
     theta = list(policy.parameters())
     fo = torch.autograd.grad(value(), theta)
     so_cfg = dataclasses.replace(cfg, first_order=False)
-    so = torch.autograd.grad(objective_value(MetaObjective(policy, curvature, so_cfg), policy, [pre], post, old, 0.0, False), theta)
+    so = torch.autograd.grad(
+        objective_value(
+            MetaObjective(policy, curvature, so_cfg), policy, [pre], post, old, 0.0, False
+        ),
+        theta,
+    )
     assert any(not torch.allclose(a, b) for a, b in zip(fo, so, strict=True))
 
 
@@ -155,7 +193,9 @@ def test_alignment_loss_equals_the_pairwise_sum_and_its_gradient():
     pairwise = sum(((grads[i] - grads[j]) ** 2).sum() for i in range(5) for j in range(5) if i != j)
     fast = alignment_loss(grads)
     torch.testing.assert_close(fast, pairwise)
-    torch.testing.assert_close(torch.autograd.grad(fast, grads)[0], torch.autograd.grad(pairwise, grads)[0])
+    torch.testing.assert_close(
+        torch.autograd.grad(fast, grads)[0], torch.autograd.grad(pairwise, grads)[0]
+    )
     # With self-similarities equal to the squared norms, the split form is the plug-in form.
     torch.testing.assert_close(alignment_loss(grads, (grads * grads).sum(-1)), fast)
     d = affinity_matrix(grads.detach())
@@ -199,20 +239,49 @@ def test_estimators_share_the_first_order_gradient(estimator):
     # Exact float64 sampling log-probs, so every ratio is exactly 1 at θ.
     exact = policy.log_prob(policy.params(), pre.observations, pre.actions).detach()
     pre = dataclasses.replace(pre, log_probs=exact)
-    reference = torch.autograd.grad(inner_loss(policy, policy.params(), pre, "vpg").sum(), list(policy.parameters()))
-    grads = torch.autograd.grad(inner_loss(policy, policy.params(), pre, estimator).sum(), list(policy.parameters()))
+    reference = torch.autograd.grad(
+        inner_loss(policy, policy.params(), pre, "vpg").sum(), list(policy.parameters())
+    )
+    grads = torch.autograd.grad(
+        inner_loss(policy, policy.params(), pre, estimator).sum(), list(policy.parameters())
+    )
     for a, b in zip(grads, reference, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
 
 
 def test_meta_step_moves_theta_and_curvature_and_reports_named_terms():
     policy, pre, _, post = tiny_data()
-    learner = MetaLearner(policy.float(), TrainConfig(alignment_weight=0.1, learner=dataclasses.replace(TrainConfig().learner, device="cpu")))
-    pre, post = (dataclasses.replace(t, **{f: getattr(t, f).float() for f in ("observations", "actions", "log_probs", "advantages", "mask")}) for t in (pre, post))
+    learner = MetaLearner(
+        policy.float(),
+        TrainConfig(
+            alignment_weight=0.1, learner=dataclasses.replace(TrainConfig().learner, device="cpu")
+        ),
+    )
+    pre, post = (
+        dataclasses.replace(
+            t,
+            **{
+                f: getattr(t, f).float()
+                for f in ("observations", "actions", "log_probs", "advantages", "mask")
+            },
+        )
+        for t in (pre, post)
+    )
     before_theta = [p.detach().clone() for p in learner.policy.parameters()]
     before_c = [p.detach().clone() for p in learner.curvature.parameters()]
     metrics = learner.meta_step([pre], post)
-    assert {"loss_inner", "loss_outer", "kl_inner", "loss_alignment", "curvature_rms_from_identity"} <= set(metrics)
+    assert {
+        "loss_inner",
+        "loss_outer",
+        "kl_inner",
+        "loss_alignment",
+        "curvature_rms_from_identity",
+    } <= set(metrics)
     assert all(np.isfinite(v) for v in metrics.values())
-    assert any(not torch.equal(a, b) for a, b in zip(before_theta, learner.policy.parameters(), strict=True))
-    assert any(not torch.equal(a, b) for a, b in zip(before_c, learner.curvature.parameters(), strict=True))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(before_theta, learner.policy.parameters(), strict=True)
+    )
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before_c, learner.curvature.parameters(), strict=True)
+    )

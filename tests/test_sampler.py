@@ -3,12 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from mcrl_envs.navigation import Navigation2D
 
 import mcrl
 from mcrl.episodes import EpisodeBatch
 from mcrl.policies import params_to_numpy, stack_params
 from mcrl.tasks import TaskFamily
-from mcrl_envs.navigation import Navigation2D
 from tests.conftest import make_policy_for, perturbed_params
 
 FAMILIES = ["Navigation2D", "PendulumDynamics"]
@@ -19,7 +19,9 @@ def assert_same_batches(a: list[EpisodeBatch], b: list[EpisodeBatch]) -> None:
     for x, y in zip(a, b, strict=True):
         assert x.task == y.task
         for name in EpisodeBatch._ARRAYS:
-            np.testing.assert_allclose(getattr(x, name), getattr(y, name), rtol=1e-5, atol=1e-6, err_msg=name)
+            np.testing.assert_allclose(
+                getattr(x, name), getattr(y, name), rtol=1e-5, atol=1e-6, err_msg=name
+            )
 
 
 def sampler_and_params(name: str, num_tasks: int, *, horizon: int = 30):
@@ -71,7 +73,10 @@ def test_chunking_invariance(name):
 
     slots = [EpisodeSlot(i, e) for i in range(4) for e in range(3)]
     engine = sampler.engine
-    arrays = [engine.run(tasks, params, chunk, seed=9, iteration=1, phase=0) for chunk in (slots[:5], slots[5:])]
+    arrays = [
+        engine.run(tasks, params, chunk, seed=9, iteration=1, phase=0)
+        for chunk in (slots[:5], slots[5:])
+    ]
     merged = {k: np.concatenate([a[k] for a in arrays], axis=1) for k in arrays[0]}
     assert_same_batches(whole, assemble_batches(tasks, slots, merged))
 
@@ -106,7 +111,9 @@ def test_vectorised_navigation_gives_the_single_env_transitions():
     tasks = Navigation2D().sample_tasks(3, seed=2)
     params = perturbed_params(policy, 3, scale=1.0)
     fast = mcrl.LocalSampler(Navigation2D(), policy).sample(tasks, params, 4, seed=1, iteration=0)
-    slow = mcrl.LocalSampler(SerialNavigation2D(), policy).sample(tasks, params, 4, seed=1, iteration=0)
+    slow = mcrl.LocalSampler(SerialNavigation2D(), policy).sample(
+        tasks, params, 4, seed=1, iteration=0
+    )
     assert_same_batches(fast, slow)
 
 
@@ -122,18 +129,29 @@ def test_episodes_that_end_early_are_padded_and_masked():
     (batch,) = mcrl.LocalSampler(family, policy).sample([task], params, 2, seed=0, iteration=0)
     np.testing.assert_array_equal(batch.lengths, [3, 3])
     assert batch.terminated[2].all() and not batch.truncated.any()
-    assert batch.mask[3:].sum() == 0 and np.all(batch.observations[3:] == 0) and np.all(batch.rewards[3:] == 0)
-    np.testing.assert_allclose(batch.returns, -(np.sqrt(0.08) + np.sqrt(0.02)) * np.ones(2), rtol=1e-5)
+    assert (
+        batch.mask[3:].sum() == 0
+        and np.all(batch.observations[3:] == 0)
+        and np.all(batch.rewards[3:] == 0)
+    )
+    np.testing.assert_allclose(
+        batch.returns, -(np.sqrt(0.08) + np.sqrt(0.02)) * np.ones(2), rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize(
     ("call", "match"),
     [
-        (lambda s, t, p: s.sample(t, p, 0, seed=0, iteration=0), "episodes_per_task must be a positive integer"),
+        (
+            lambda s, t, p: s.sample(t, p, 0, seed=0, iteration=0),
+            "episodes_per_task must be a positive integer",
+        ),
         (lambda s, t, p: s.sample([], p, 1, seed=0, iteration=0), "non-empty list of Task"),
         (lambda s, t, p: s.sample(t, p[:1], 1, seed=0, iteration=0), "one per task"),
         (
-            lambda s, t, p: s.sample(mcrl.make_family("PendulumDynamics").sample_tasks(2), p, 1, seed=0, iteration=0),
+            lambda s, t, p: s.sample(
+                mcrl.make_family("PendulumDynamics").sample_tasks(2), p, 1, seed=0, iteration=0
+            ),
             "PendulumDynamics",
         ),
     ],
@@ -150,7 +168,9 @@ def test_batched_policy_forward_equals_per_task_forward():
     obs = torch.randn(3, 5, 3)
     stacked = policy.log_prob(stack_params(params), obs, torch.randn(3, 5, 1) * 0 + 0.5)
     for i, p in enumerate(params):
-        single = policy.log_prob({k: torch.as_tensor(v) for k, v in p.items()}, obs[i], torch.full((5, 1), 0.5))
+        single = policy.log_prob(
+            {k: torch.as_tensor(v) for k, v in p.items()}, obs[i], torch.full((5, 1), 0.5)
+        )
         torch.testing.assert_close(stacked[i], single)
 
 
@@ -160,11 +180,16 @@ def test_gaussian_and_categorical_match_torch_distributions():
     obs, actions = torch.randn(6, 3), torch.randn(6, 2)
     mean, log_std = gauss.distribution(gauss.params(), obs)
     ref = torch.distributions.Normal(mean, log_std.exp())
-    torch.testing.assert_close(gauss.log_prob(gauss.params(), obs, actions), ref.log_prob(actions).sum(-1))
+    torch.testing.assert_close(
+        gauss.log_prob(gauss.params(), obs, actions), ref.log_prob(actions).sum(-1)
+    )
     cat = mcrl.CategoricalMLPPolicy(3, 4, hidden_sizes=(8,))
     (logits,) = cat.distribution(cat.params(), obs)
     acts = torch.tensor([0, 1, 2, 3, 1, 0])
-    torch.testing.assert_close(cat.log_prob(cat.params(), obs, acts), torch.distributions.Categorical(logits=logits).log_prob(acts))
+    torch.testing.assert_close(
+        cat.log_prob(cat.params(), obs, acts),
+        torch.distributions.Categorical(logits=logits).log_prob(acts),
+    )
     # Inverse-CDF sampling follows the probabilities.
     many = torch.rand(20000)
     sampled, _ = cat.sample(cat.params(), obs[:1].expand(20000, 3), many)

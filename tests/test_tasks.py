@@ -39,6 +39,7 @@ def test_held_out_splits_never_produce_training_tasks(name, split):
     assert all(family.split_of(t.params) == split for t in held_out)
     train = family.sample_tasks(300, split="train", seed=3)
     assert all(family.split_of(t.params) == "train" for t in train)
+
     def keys(tasks):
         return {tuple(sorted(t.params.items())) for t in tasks}
 
@@ -66,7 +67,11 @@ def test_changing_the_task_changes_the_env(name):
     a, b = family.sample_tasks(2, seed=5)
     env = family.make_env(a)
     rng = np.random.default_rng(0)
-    actions = [env.action_space.low + (env.action_space.high - env.action_space.low) * rng.random(env.action_space.shape) for _ in range(20)]
+    actions = [
+        env.action_space.low
+        + (env.action_space.high - env.action_space.low) * rng.random(env.action_space.shape)
+        for _ in range(20)
+    ]
     traj_a = rollout(env, actions)
     family.set_task(env, b)
     traj_b = rollout(env, actions)
@@ -95,7 +100,11 @@ def test_unknown_family_lists_the_known_ones():
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"n": 0}, "n must be a positive integer"), ({"n": -3}, "n must be"), ({"n": 2, "split": "validation"}, "split must be one of")],
+    [
+        ({"n": 0}, "n must be a positive integer"),
+        ({"n": -3}, "n must be"),
+        ({"n": 2, "split": "validation"}, "split must be one of"),
+    ],
 )
 def test_bad_sampling_arguments_name_the_argument(nav, kwargs, match):
     n = kwargs.pop("n")

@@ -1,0 +1,65 @@
+"""Held-out evaluation: mean return after 0, 1, ..., K adaptation steps, with 95% CIs."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from mcrl.learner import MetaLearner
+    from mcrl.sampler import LocalSampler
+    from mcrl.tasks import TaskFamily
+
+# Evaluation episodes use their own phases, so they never share randomness with training.
+EVAL_PHASE = 1_000_000
+
+
+def mean_and_ci95(values: np.ndarray) -> tuple[float, float]:
+    """Mean over tasks and the half-width of its normal-approximation 95% interval."""
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return mean, float("nan")
+    return mean, float(1.96 * np.std(values, ddof=1) / math.sqrt(len(values)))
+
+
+def evaluate_adaptation(
+    learner: MetaLearner,
+    sampler: LocalSampler,
+    family: TaskFamily,
+    *,
+    split: str,
+    num_tasks: int,
+    steps: int,
+    episodes: int,
+    seed: int,
+    iteration: int = 0,
+) -> dict[str, Any]:
+    """Adapt to ``num_tasks`` tasks of ``split`` for ``steps`` steps, sampling fresh episodes
+    after each step (MAML's protocol); returns the ``eval.json`` record."""
+    tasks = family.sample_tasks(num_tasks, split=split, seed=seed)
+    per_step = np.zeros((steps + 1, num_tasks))
+    pre = []
+    params: Any = learner.theta_numpy()
+    env_steps = 0
+    for step in range(steps + 1):
+        if step > 0:
+            params = learner.adapted_params(pre)
+        batches = sampler.sample(
+            tasks, params, episodes, seed=seed, iteration=iteration, phase=EVAL_PHASE + step
+        )
+        per_step[step] = [b.returns.mean() for b in batches]
+        env_steps += sum(b.num_steps for b in batches)
+        if step < steps:
+            pre.append(learner.prepare(batches))
+    stats = [mean_and_ci95(r) for r in per_step]
+    return {
+        "split": split,
+        "tasks": num_tasks,
+        "steps": steps,
+        "episodes_per_task": episodes,
+        "returns": [m for m, _ in stats],
+        "ci95": [c for _, c in stats],
+        "env_steps": env_steps,
+    }

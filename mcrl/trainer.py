@@ -1,0 +1,370 @@
+"""The meta-training loop and its run directory (design §2, §6).
+
+One iteration: sample training tasks; collect episodes with θ; adapt each task's parameters
+(θ'_i = θ − α·C(∇L_in_i)) and collect episodes with them; meta-step θ and C. Every number goes
+to ``metrics.csv``; checkpoints are written atomically; ``resume`` continues exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from mcrl.config import ConfigError, TrainConfig, apply_overrides, from_dict, load_config, to_dict
+from mcrl.evaluation import evaluate_adaptation
+from mcrl.learner import MetaLearner, NonFiniteLossError
+from mcrl.policies import make_policy
+from mcrl.sampler import LocalSampler
+from mcrl.tasks import TaskFamily, make_family
+from mcrl.threads import available_cpus, configure_torch_threads
+
+CHECKPOINT_FORMAT = 1
+PHASES = ("sample_pre", "adapt", "sample_post", "meta_step")
+
+
+class TrainingError(RuntimeError):
+    """Training stopped; the message says why and which checkpoint is intact."""
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a crash never leaves half a checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's contents, loaded without executing code (``weights_only=True``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "latest.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for truncated or foreign files
+        raise ValueError(
+            f"checkpoint {str(path)!r} is unreadable (truncated or not an mcrl checkpoint): {exc}"
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"checkpoint {str(path)!r} is not an mcrl checkpoint of format {CHECKPOINT_FORMAT}"
+        )
+    return state
+
+
+def build_family(config: TrainConfig) -> TaskFamily:
+    kwargs = dict(config.family_kwargs)
+    if config.horizon is not None:
+        kwargs["horizon"] = config.horizon
+    return make_family(config.family, **kwargs)
+
+
+def build_learner(config: TrainConfig, family: TaskFamily) -> MetaLearner:
+    """θ initialised from the run seed, for the family's spaces."""
+    probe = family.make_env(family.sample_tasks(1, seed=0)[0])
+    torch.manual_seed(config.seed)
+    p = config.policy
+    policy = make_policy(
+        probe.observation_space, probe.action_space, p.hidden_sizes, p.activation, p.init_log_std
+    )
+    probe.close()
+    return MetaLearner(policy, config)
+
+
+def task_seed(seed: int, iteration: int) -> int:
+    return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0])
+
+
+class Trainer:
+    """Runs meta-training into ``run_dir``; see :func:`train` for the one-call API."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path,
+        *,
+        resume: bool = False,
+        progress: bool = True,
+    ):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.show_progress = progress
+        configure_torch_threads(config.learner.num_threads or available_cpus())
+        self.family = build_family(config)
+        self.learner = build_learner(config, self.family)
+        self.sampler = LocalSampler(self.family, self.learner.policy)
+        self.start_iteration = 0
+        self.env_steps = 0
+        if resume:
+            self._resume()
+        else:
+            self._create_run_dir()
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+        self._last_good = self._snapshot(self.start_iteration - 1)
+        self.latest_eval: dict[str, Any] | None = None
+
+    # -- run directory -----------------------------------------------------------------------
+    def _create_run_dir(self) -> None:
+        if (self.checkpoint_dir / "latest.pt").exists() or (self.run_dir / "metrics.csv").exists():
+            raise ConfigError(
+                f"run directory {str(self.run_dir)!r} already holds a run; pass --resume to continue it "
+                "or --out to choose another directory"
+            )
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "affinity").mkdir(exist_ok=True)
+
+    def _resume(self) -> None:
+        state = load_checkpoint(self.checkpoint_dir / "latest.pt")
+        self._check_compatible(state)
+        self.learner.load_state_dict(state["learner"])
+        self.start_iteration = state["iteration"] + 1
+        self.env_steps = state["env_steps"]
+        self._truncate_metrics(self.start_iteration)
+
+    def _check_compatible(self, state: dict[str, Any]) -> None:
+        saved = state["config"]
+        for key in ("family", "curvature", "schedule"):
+            if saved[key] != getattr(self.config, key):
+                raise ConfigError(
+                    f"cannot resume: the checkpoint has {key}={saved[key]!r}, the config {key}={getattr(self.config, key)!r}"
+                )
+        current = self.learner.policy.state_dict()
+        for name, tensor in state["learner"]["policy"].items():
+            if name not in current or current[name].shape != tensor.shape:
+                have = tuple(current[name].shape) if name in current else "absent"
+                raise ConfigError(
+                    f"cannot resume: policy parameter {name!r} is {tuple(tensor.shape)} in the checkpoint but "
+                    f"{have} with this config (policy.hidden_sizes or the family's spaces differ)"
+                )
+
+    def _truncate_metrics(self, before_iteration: int) -> None:
+        """Drop rows logged after the checkpoint (a crash between checkpoints)."""
+        path = self.run_dir / "metrics.csv"
+        if not path.exists():
+            return
+        with path.open() as f:
+            rows = list(csv.DictReader(f))
+        fieldnames = list(rows[0]) if rows else []
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(r for r in rows if int(r["iteration"]) < before_iteration)
+
+    def _snapshot(self, iteration: int) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "iteration": iteration,
+            "env_steps": self.env_steps,
+            "config": to_dict(self.config),
+            "learner": copy.deepcopy(self.learner.state_dict()),
+        }
+
+    def save_checkpoint(self, snapshot: dict[str, Any]) -> Path:
+        iteration = snapshot["iteration"]
+        numbered = self.checkpoint_dir / f"iteration_{iteration:06d}.pt"
+        atomic_save(snapshot, numbered)
+        atomic_save(snapshot, self.checkpoint_dir / "latest.pt")
+        return numbered
+
+    # -- the loop ----------------------------------------------------------------------------
+    def train(self) -> list[dict[str, Any]]:
+        """Run the remaining iterations; returns their metrics rows."""
+        cfg = self.config
+        rows: list[dict[str, Any]] = []
+        with self._progress() as advance:
+            for it in range(self.start_iteration, cfg.iterations):
+                try:
+                    row = self.iteration(it)
+                except KeyboardInterrupt:
+                    path = self.save_checkpoint(self._last_good)
+                    raise KeyboardInterrupt(
+                        f"interrupted; iteration {self._last_good['iteration']} saved to {path}"
+                    ) from None
+                except NonFiniteLossError as exc:
+                    raise TrainingError(
+                        f"{exc} at iteration {it}; stopped. The last good checkpoint "
+                        f"({self._last_checkpoint_text()}) is intact"
+                    ) from exc
+                rows.append(row)
+                self._write_metrics(row)
+                self._last_good = self._snapshot(it)
+                if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations:
+                    self.save_checkpoint(self._last_good)
+                advance(row)
+        if self.latest_eval is not None:
+            (self.run_dir / "eval.json").write_text(json.dumps(self.latest_eval, indent=2))
+        return rows
+
+    def iteration(self, it: int) -> dict[str, Any]:
+        cfg = self.config
+        timings = dict.fromkeys(PHASES, 0.0)
+
+        @contextmanager
+        def timed(phase: str) -> Iterator[None]:
+            start = time.perf_counter()
+            yield
+            timings[phase] += time.perf_counter() - start
+
+        tasks = self.family.sample_tasks(
+            cfg.meta_batch_size, split="train", seed=task_seed(cfg.seed, it)
+        )
+        with timed("sample_pre"):
+            batches = self.sampler.sample(
+                tasks,
+                self.learner.theta_numpy(),
+                cfg.episodes_per_task,
+                seed=cfg.seed,
+                iteration=it,
+            )
+        return_pre = float(np.mean([b.returns.mean() for b in batches]))
+        steps = sum(b.num_steps for b in batches)
+        with timed("adapt"):
+            pre = [self.learner.prepare(batches)]
+        for step in range(1, cfg.inner_steps + 1):
+            with timed("adapt"):
+                adapted = self.learner.adapted_params(pre)
+            with timed("sample_post"):
+                batches = self.sampler.sample(
+                    tasks, adapted, cfg.episodes_per_task, seed=cfg.seed, iteration=it, phase=step
+                )
+            steps += sum(b.num_steps for b in batches)
+            with timed("adapt"):
+                prepared = self.learner.prepare(batches)
+            if step < cfg.inner_steps:
+                pre.append(prepared)
+        return_post = float(np.mean([b.returns.mean() for b in batches]))
+        with timed("meta_step"):
+            losses = self.learner.meta_step(pre, prepared)
+        self.env_steps += steps
+
+        if it % cfg.log_every == 0 or it + 1 == cfg.iterations:
+            self._save_affinity(it, tasks, pre[0])
+        row: dict[str, Any] = {
+            "iteration": it,
+            "env_steps": self.env_steps,
+            "return_pre": return_pre,
+            "return_post": return_post,
+        }
+        row |= losses
+        row |= {f"time_{phase}": round(seconds, 4) for phase, seconds in timings.items()}
+        row |= self._evaluate(it)
+        return row
+
+    def _evaluate(self, it: int) -> dict[str, Any]:
+        cfg = self.config
+        columns = [f"eval_return_{k}" for k in range(cfg.inner_steps + 1)]
+        if not cfg.eval_every or ((it + 1) % cfg.eval_every and it + 1 != cfg.iterations):
+            return dict.fromkeys(columns, "")
+        self.latest_eval = evaluate_adaptation(
+            self.learner,
+            self.sampler,
+            self.family,
+            split="test",
+            num_tasks=cfg.eval_tasks,
+            steps=cfg.inner_steps,
+            episodes=cfg.episodes_per_task,
+            seed=cfg.seed,
+        )
+        self.latest_eval["iteration"] = it
+        return dict(zip(columns, self.latest_eval["returns"], strict=True))
+
+    def _save_affinity(self, it: int, tasks: list, pre) -> None:
+        np.savez(
+            self.run_dir / "affinity" / f"iteration_{it:06d}.npz",
+            affinity=self.learner.task_affinity(pre),
+            task_params=np.array([json.dumps(t.to_dict()["params"]) for t in tasks]),
+        )
+
+    def _write_metrics(self, row: dict[str, Any]) -> None:
+        path = self.run_dir / "metrics.csv"
+        new = not path.exists() or path.stat().st_size == 0
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def _last_checkpoint_text(self) -> str:
+        latest = self.checkpoint_dir / "latest.pt"
+        return str(latest) if latest.exists() else "none written yet"
+
+    @contextmanager
+    def _progress(self) -> Iterator[Callable[[dict[str, Any]], None]]:
+        total = self.config.iterations
+        console = Console(stderr=True)
+        if not self.show_progress:
+            yield lambda row: None
+            return
+
+        def summary(row: dict[str, Any]) -> str:
+            text = f"return {row['return_pre']:.1f} → {row['return_post']:.1f}"
+            evals = [v for k, v in row.items() if k.startswith("eval_return_") and v != ""]
+            if evals:
+                text += f" | test {evals[0]:.1f} → {evals[-1]:.1f}"
+            return text
+
+        if not console.is_terminal:  # logs, CI: a plain line now and then
+
+            def log(row: dict[str, Any]) -> None:
+                if row["iteration"] % self.config.log_every == 0 or row["iteration"] + 1 == total:
+                    console.print(
+                        f"iteration {row['iteration'] + 1}/{total} | {summary(row)}",
+                        highlight=False,
+                    )
+
+            yield log
+            return
+        columns = [
+            TextColumn("[bold]meta-train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.description}"),
+        ]
+        with Progress(*columns, console=console) as progress:
+            bar = progress.add_task("", total=total, completed=self.start_iteration)
+            yield lambda row: progress.update(bar, advance=1, description=summary(row))
+
+
+def train(
+    config: TrainConfig | str | Path,
+    run_dir: str | Path,
+    *,
+    overrides: tuple[str, ...] | list[str] = (),
+    resume: bool = False,
+    progress: bool = False,
+) -> Trainer:
+    """Meta-train into ``run_dir`` and return the finished :class:`Trainer`.
+
+    ``config`` is a :class:`TrainConfig` or a YAML path; ``overrides`` are ``key=value`` strings.
+    """
+    if not isinstance(config, TrainConfig):
+        config = load_config(config, overrides)
+    elif overrides:
+        config = from_dict(TrainConfig, apply_overrides(to_dict(config), overrides))
+    trainer = Trainer(config, run_dir, resume=resume, progress=progress)
+    trainer.train()
+    return trainer

@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import mcrl
+from mcrl.config import ConfigError, load_config
+from mcrl.trainer import Trainer, TrainingError, load_checkpoint
+
+TINY = [
+    "family=Navigation2D",
+    "horizon=10",
+    "meta_batch_size=3",
+    "episodes_per_task=3",
+    "policy.hidden_sizes=[8]",
+    "outer_epochs=2",
+    "eval_every=2",
+    "eval_tasks=2",
+    "log_every=1",
+    "checkpoint_every=1",
+]
+
+
+def tiny_config(*extra: str, iterations: int = 2):
+    return load_config(None, [*TINY, f"iterations={iterations}", *extra])
+
+
+def read_metrics(run: Path) -> list[dict[str, str]]:
+    with (run / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def without_timings(rows):
+    return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in rows]
+
+
+def test_same_seed_gives_identical_metrics(tmp_path):
+    for name in ("a", "b"):
+        mcrl.train(tiny_config("alignment_weight=0.1"), tmp_path / name)
+    a, b = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
+    assert len(a) == 2 and without_timings(a) == without_timings(b)
+    mcrl.train(tiny_config("alignment_weight=0.1", "seed=1"), tmp_path / "c")
+    assert without_timings(read_metrics(tmp_path / "c")) != without_timings(a)
+
+
+@pytest.mark.parametrize("schedule", ["alternate", "joint"])
+def test_resume_continues_exactly(tmp_path, schedule):
+    straight = mcrl.train(tiny_config(f"schedule={schedule}", iterations=4), tmp_path / "straight")
+    mcrl.train(tiny_config(f"schedule={schedule}", iterations=2), tmp_path / "split")
+    resumed = mcrl.train(
+        tiny_config(f"schedule={schedule}", iterations=4), tmp_path / "split", resume=True
+    )
+    for a, b in [
+        (straight.learner.policy, resumed.learner.policy),
+        (straight.learner.curvature, resumed.learner.curvature),
+    ]:
+        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+            torch.testing.assert_close(x, y, msg=name)
+    assert without_timings(read_metrics(tmp_path / "straight")) == without_timings(
+        read_metrics(tmp_path / "split")
+    )
+
+
+def test_run_directory_has_every_file(tmp_path):
+    run = tmp_path / "run"
+    mcrl.train(tiny_config(), run)
+    assert (run / "config.yaml").is_file() and load_config(run / "config.yaml").horizon == 10
+    rows = read_metrics(run)
+    expected = {
+        "iteration",
+        "env_steps",
+        "return_pre",
+        "return_post",
+        "loss_inner",
+        "loss_outer",
+        "kl_inner",
+        "curvature_rms_from_identity",
+        "time_sample_pre",
+        "time_adapt",
+        "time_sample_post",
+        "time_meta_step",
+        "eval_return_0",
+        "eval_return_1",
+    }
+    assert expected <= set(rows[0])
+    state = load_checkpoint(run)
+    assert state["iteration"] == 1 and (run / "checkpoints" / "iteration_000000.pt").is_file()
+    evaluation = json.loads((run / "eval.json").read_text())
+    assert (
+        len(evaluation["returns"]) == len(evaluation["ci95"]) == 2 and evaluation["split"] == "test"
+    )
+    affinity = np.load(run / "affinity" / "iteration_000001.npz")
+    assert affinity["affinity"].shape == (3, 3) and len(affinity["task_params"]) == 3
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    mcrl.train(tiny_config(), tmp_path / "run")
+    before = (tmp_path / "run" / "checkpoints" / "latest.pt").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a run"):
+        Trainer(tiny_config(), tmp_path / "run")
+    assert (tmp_path / "run" / "checkpoints" / "latest.pt").read_bytes() == before
+
+
+def test_resume_with_another_policy_shape_is_refused_and_changes_nothing(tmp_path):
+    run = tmp_path / "run"
+    mcrl.train(tiny_config(), run)
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match="policy parameter 'layers.0.weight'"):
+        Trainer(tiny_config("policy.hidden_sizes=[16]", iterations=4), run, resume=True)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    trainer = Trainer(tiny_config(iterations=4), run, progress=False)
+    original = trainer.learner.meta_step
+
+    def poisoned(pre, post):
+        if trainer_iteration[0] == 2:
+            post = type(post)(**{**post.__dict__, "advantages": post.advantages * float("nan")})
+        return original(pre, post)
+
+    trainer_iteration = [0]
+    original_iteration = trainer.iteration
+
+    def counting(it):
+        trainer_iteration[0] = it
+        return original_iteration(it)
+
+    monkeypatch.setattr(trainer.learner, "meta_step", poisoned)
+    monkeypatch.setattr(trainer, "iteration", counting)
+    with pytest.raises(TrainingError, match=r"'loss_outer' became nan at iteration 2.*latest.pt"):
+        trainer.train()
+    assert load_checkpoint(run)["iteration"] == 1
+
+
+def test_ctrl_c_saves_the_last_completed_iteration(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    trainer = Trainer(tiny_config("checkpoint_every=100", iterations=5), run, progress=False)
+    original = trainer.sampler.sample
+    calls = [0]
+
+    def interrupted(*args, **kwargs):
+        calls[0] += 1
+        if kwargs["iteration"] == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.sampler, "sample", interrupted)
+    with pytest.raises(KeyboardInterrupt, match="iteration 2 saved"):
+        trainer.train()
+    assert load_checkpoint(run)["iteration"] == 2
+    resumed = Trainer(
+        tiny_config("checkpoint_every=100", iterations=5), run, resume=True, progress=False
+    )
+    assert resumed.start_iteration == 3
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mcrl.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_train_smoke_run_writes_the_run_directory(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "family: Navigation2D\nhorizon: 10\niterations: 2\nmeta_batch_size: 2\nepisodes_per_task: 2\neval_every: 1\neval_tasks: 2\n"
+    )
+    result = run_cli(
+        "train", str(config), "--set", "policy.hidden_sizes=[8]", "--out", "out", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    for name in ("config.yaml", "metrics.csv", "eval.json", "checkpoints/latest.pt"):
+        assert (tmp_path / "out" / name).is_file(), name
+    assert "held-out return" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("inner_lrr=0.1", "unknown config key 'inner_lrr'"),
+        ("meta_lr=-1", "'meta_lr' must be > 0"),
+        ("meta_batch_size=0", "'meta_batch_size' must be > 0"),
+        ("first_order=maybe", "'first_order' must be true or false"),
+        ("curvature=full", "'curvature' must be one of 'identity', 'diagonal', 'kronecker'"),
+        ("learner.devices=cpu", "unknown config key 'learner.devices'"),
+        ("family=Nope", "unknown family 'Nope'"),
+    ],
+)
+def test_cli_bad_config_is_one_line_exit_2_and_writes_nothing(tmp_path, override, message):
+    config = tmp_path / "c.yaml"
+    config.write_text("family: Navigation2D\niterations: 1\n")
+    result = run_cli("train", str(config), "--set", override, "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(bad)
