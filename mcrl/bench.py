@@ -28,6 +28,10 @@ def raw_env_steps_per_s(family: TaskFamily, *, min_steps: int, seed: int = 0) ->
     return min_steps / elapsed
 
 
+def has_native_vector_env(family: TaskFamily) -> bool:
+    return type(family).make_vector_env is not TaskFamily.make_vector_env
+
+
 def bench_sampler(
     family: TaskFamily,
     *,
@@ -35,12 +39,15 @@ def bench_sampler(
     episodes: int,
     repeats: int = 3,
     per_task_params: bool = True,
+    native_vector: bool = True,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Sampler env steps/s against the raw single-env loop, measured in the same run.
 
     The sampler runs with one parameter set per task (as after adaptation, the harder case);
     its speed is the best of ``repeats`` phases after a warm-up phase that builds the envs.
+    ``native_vector=False`` measures the generic path (one Gymnasium env per episode) even for
+    a family that ships a vectorised env.
     """
     check_positive_int("tasks", tasks)
     check_positive_int("episodes", episodes)
@@ -50,7 +57,7 @@ def bench_sampler(
     probe.close()
     params = params_to_numpy(policy.params())
     param_sets = [params] * tasks if per_task_params else params
-    sampler = LocalSampler(family, policy)
+    sampler = LocalSampler(family, policy, native_vector=native_vector)
     sampler.sample(task_list, param_sets, episodes, seed=seed, iteration=0)  # warm-up: builds envs
     best = 0.0
     steps = 0
@@ -68,6 +75,7 @@ def bench_sampler(
     return {
         "family": family.name,
         "backend": "local",
+        "vector_env": "native" if native_vector and has_native_vector_env(family) else "serial",
         "tasks": tasks,
         "episodes": episodes,
         "horizon": family.horizon,

@@ -44,14 +44,19 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
 
     family = make_family(args.family)
     result = bench_sampler(
-        family, tasks=args.tasks, episodes=args.episodes, repeats=args.repeats, seed=args.seed
+        family,
+        tasks=args.tasks,
+        episodes=args.episodes,
+        repeats=args.repeats,
+        native_vector=not args.serial,
+        seed=args.seed,
     )
     result["command"] = " ".join(["mcrl", *sys.argv[1:]])
     if args.json:
         print(json.dumps(result))
         return 0
     table = Table(
-        title=f"sampler benchmark: {family.name}, {args.tasks} tasks x {args.episodes} episodes"
+        title=f"sampler benchmark: {family.name}, {args.tasks} tasks x {args.episodes} episodes, {result['vector_env']} envs"
     )
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -120,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     sampler.add_argument("--episodes", type=int, default=10)
     sampler.add_argument("--repeats", type=int, default=3, help="timed phases; the best counts")
     sampler.add_argument("--seed", type=int, default=0)
+    sampler.add_argument(
+        "--serial",
+        action="store_true",
+        help="one Gymnasium env per episode even if the family ships a vectorised env",
+    )
     sampler.add_argument("--json", action="store_true", help="print one JSON object")
     sampler.set_defaults(handler=_bench)
     return parser

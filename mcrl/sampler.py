@@ -20,7 +20,7 @@ from mcrl.episodes import EpisodeBatch
 from mcrl.policies import MLPPolicy, stack_params
 from mcrl.tasks import Task, TaskFamily, check_positive_int
 from mcrl.threads import torch_threads
-from mcrl.vector_env import TaskVectorEnv
+from mcrl.vector_env import SerialTaskVectorEnv, TaskVectorEnv
 
 ParamSets = Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]]
 
@@ -59,16 +59,26 @@ def check_sample_args(
 
 
 class RolloutEngine:
-    """Owns the envs and steps them; never computes gradients."""
+    """Owns the envs and steps them; never computes gradients.
 
-    def __init__(self, family: TaskFamily, policy: MLPPolicy):
+    ``native_vector=False`` ignores a family's own vectorised env and steps one Gymnasium env
+    per episode (to check the two agree, or to measure the generic path).
+    """
+
+    def __init__(self, family: TaskFamily, policy: MLPPolicy, *, native_vector: bool = True):
         self.family = family
         self.policy = policy
+        self.native_vector = native_vector
         self._env: TaskVectorEnv | None = None
 
     def _envs_for(self, tasks: Sequence[Task]) -> TaskVectorEnv:
         if self._env is None:
-            self._env = self.family.make_vector_env(tasks)
+            native = self.native_vector
+            self._env = (
+                self.family.make_vector_env(tasks)
+                if native
+                else SerialTaskVectorEnv(self.family, tasks)
+            )
         else:
             self._env.set_tasks(tasks)
         return self._env
@@ -178,9 +188,9 @@ def assemble_batches(
 class LocalSampler:
     """In-process sampler: every episode of every task in one lockstep rollout."""
 
-    def __init__(self, family: TaskFamily, policy: MLPPolicy):
+    def __init__(self, family: TaskFamily, policy: MLPPolicy, *, native_vector: bool = True):
         self.family = family
-        self.engine = RolloutEngine(family, policy)
+        self.engine = RolloutEngine(family, policy, native_vector=native_vector)
 
     def sample(
         self,

@@ -8,7 +8,6 @@ from mcrl_envs.navigation import Navigation2D
 import mcrl
 from mcrl.episodes import EpisodeBatch
 from mcrl.policies import params_to_numpy, stack_params
-from mcrl.tasks import TaskFamily
 from tests.conftest import make_policy_for, perturbed_params
 
 FAMILIES = ["Navigation2D", "PendulumDynamics"]
@@ -100,18 +99,15 @@ def test_log_probs_are_those_of_the_sampling_policy():
         np.testing.assert_allclose(logp.numpy(), b.log_probs, rtol=1e-4, atol=1e-4)
 
 
-class SerialNavigation2D(Navigation2D):
-    """Navigation2D stepping real Gymnasium envs one by one (the default vector env)."""
-
-    make_vector_env = TaskFamily.make_vector_env
-
-
-def test_vectorised_navigation_gives_the_single_env_transitions():
-    policy = make_policy_for(mcrl.make_family("Navigation2D"))
-    tasks = Navigation2D().sample_tasks(3, seed=2)
-    params = perturbed_params(policy, 3, scale=1.0)
-    fast = mcrl.LocalSampler(Navigation2D(), policy).sample(tasks, params, 4, seed=1, iteration=0)
-    slow = mcrl.LocalSampler(SerialNavigation2D(), policy).sample(
+@pytest.mark.parametrize("name", FAMILIES)
+def test_native_vector_envs_give_the_single_env_transitions(name):
+    """A family's own vectorised env must reproduce its Gymnasium env step for step."""
+    family = mcrl.make_family(name, horizon=40)
+    policy = make_policy_for(family)
+    tasks = family.sample_tasks(3, seed=2) + family.sample_tasks(2, split="ood", seed=2)
+    params = perturbed_params(policy, 5, scale=1.0)
+    fast = mcrl.LocalSampler(family, policy).sample(tasks, params, 4, seed=1, iteration=0)
+    slow = mcrl.LocalSampler(family, policy, native_vector=False).sample(
         tasks, params, 4, seed=1, iteration=0
     )
     assert_same_batches(fast, slow)

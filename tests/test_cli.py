@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mcrl.cli import main
+
+
+def test_families_lists_every_family_with_its_splits(capsys):
+    assert main(["families"]) == 0
+    out = capsys.readouterr().out
+    for text in ("Navigation2D", "PendulumDynamics", "train", "test", "ood", "goal", "mass"):
+        assert text in out
+
+
+@pytest.mark.parametrize("serial", [False, True])
+def test_bench_sampler_json_has_the_documented_keys(capsys, serial):
+    args = [
+        "bench",
+        "sampler",
+        "--family",
+        "PendulumDynamics",
+        "--tasks",
+        "2",
+        "--episodes",
+        "2",
+        "--repeats",
+        "1",
+        "--json",
+    ]
+    assert main(args + (["--serial"] if serial else [])) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"sampler_steps_per_s", "raw_steps_per_s", "ratio", "command"} <= set(result)
+    assert result["sampler_steps_per_s"] > 0 and result["raw_steps_per_s"] > 0
+    assert result["ratio"] == pytest.approx(
+        result["sampler_steps_per_s"] / result["raw_steps_per_s"], rel=0.01
+    )
+    assert result["vector_env"] == ("serial" if serial else "native")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["bench", "sampler", "--family", "Nope"],
+            "unknown family 'Nope'; known families: Navigation2D",
+        ),
+        (
+            ["bench", "sampler", "--family", "Navigation2D", "--tasks", "0"],
+            "tasks must be a positive integer",
+        ),
+        (["train", "does-not-exist.yaml"], "config file 'does-not-exist.yaml' does not exist"),
+    ],
+)
+def test_bad_cli_input_is_one_line_and_exit_2(capsys, args, message):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
