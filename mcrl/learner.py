@@ -12,6 +12,7 @@ post-adaptation episodes (see design §2-§3):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,7 +25,7 @@ from mcrl.losses import (
     TaskTensors,
     affinity_matrix,
     alignment_loss,
-    inner_loss,
+    inner_loss_from_log_probs,
     kl_penalty,
     outer_loss,
 )
@@ -53,6 +54,29 @@ def flatten_per_task(grads: Mapping[str, Tensor]) -> Tensor:
     return torch.cat([g.reshape(g.shape[0], -1) for g in grads.values()], dim=1)
 
 
+@dataclass(frozen=True)
+class InnerGradients:
+    """One adaptation step's ingredients for every task: ∇L_in at the task's parameters, the
+    losses, and the action distribution at the step's states (the KL penalty reuses it)."""
+
+    grads: dict[str, Tensor]
+    losses: Tensor
+    distribution: tuple[Tensor, ...]
+
+    def detached(self) -> InnerGradients:
+        return InnerGradients(
+            {n: g.detach() for n, g in self.grads.items()},
+            self.losses.detach(),
+            tuple(d.detach() for d in self.distribution),
+        )
+
+
+def per_task(theta: Params, num_tasks: int) -> dict[str, Tensor]:
+    """θ viewed as ``num_tasks`` identical parameter sets (no copy); gradients with respect to
+    the view are per task."""
+    return {n: p.expand(num_tasks, *p.shape) for n, p in theta.items()}
+
+
 class MetaObjective(nn.Module):
     """The meta-objective's terms for one iteration's data, as a dict of named scalars."""
 
@@ -64,65 +88,63 @@ class MetaObjective(nn.Module):
 
     def inner_grads(
         self, params: Params, data: TaskTensors, *, create_graph: bool
-    ) -> tuple[dict[str, Tensor], Tensor]:
-        """∇ L_in of every task at its own parameters ``params`` [T, ...]; and the losses [T].
+    ) -> InnerGradients:
+        """∇L_in of every task at its own parameters ``params`` [T, ...].
 
         Batched: one loss for all tasks and one backward (task i's loss only depends on row i).
-        Loop: one backward per task (kept for comparison, ``learner.task_batching: false``).
+        Loop: one backward per task (``learner.task_batching: false``, slower on CPU here).
         """
-        estimator = self.config.inner_estimator
-        names = list(params)
         if self.config.learner.task_batching:
-            losses = inner_loss(self.policy, params, data, estimator)
-            grads = torch.autograd.grad(
-                losses.sum(), [params[n] for n in names], create_graph=create_graph
+            return self._inner_grads(params, data, create_graph)
+        steps = [
+            self._inner_grads(
+                {n: p[i : i + 1] for n, p in params.items()},
+                data.tasks(slice(i, i + 1)),
+                create_graph,
             )
-            return dict(zip(names, grads, strict=True)), losses
-        per_task, losses = [], []
-        for i in range(data.num_tasks):
-            task_params = {n: params[n][i] for n in names}
-            loss = inner_loss(self.policy, task_params, data.task(i), estimator)
-            per_task.append(
-                torch.autograd.grad(loss, list(task_params.values()), create_graph=create_graph)
-            )
-            losses.append(loss)
-        return {n: torch.stack([g[k] for g in per_task]) for k, n in enumerate(names)}, torch.stack(
-            losses
+            for i in range(data.num_tasks)
+        ]
+        return InnerGradients(
+            {n: torch.cat([s.grads[n] for s in steps]) for n in params},
+            torch.cat([s.losses for s in steps]),
+            tuple(torch.cat(parts) for parts in zip(*(s.distribution for s in steps), strict=True)),
         )
 
-    def adapt(
-        self,
-        theta: Params,
-        pre: Sequence[TaskTensors],
-        *,
-        second_order: bool,
-        alignment: bool = False,
-        through_theta: bool = True,
-    ) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
-        """Adapted parameters [T, ...] after ``len(pre)`` steps, the first step's gradients, and
-        the first step's inner losses.
+    def _inner_grads(self, params: Params, data: TaskTensors, create_graph: bool) -> InnerGradients:
+        """One backward for all tasks in ``data``."""
+        names = list(params)
+        distribution = self.policy.distribution(params, data.observations)
+        logp = self.policy.log_prob_of(distribution, data.actions)
+        losses = inner_loss_from_log_probs(logp, data, self.config.inner_estimator)
+        grads = torch.autograd.grad(
+            losses.sum(), [params[n] for n in names], create_graph=create_graph
+        )
+        return InnerGradients(dict(zip(names, grads, strict=True)), losses, distribution)
 
-        ``second_order``: differentiate through the inner gradients (not ``first_order``).
-        ``alignment``: keep the first gradients differentiable in θ for the alignment loss.
-        ``through_theta``: False treats θ as a constant (the C-step, or adapting for sampling).
-        """
-        num_tasks = pre[0].num_tasks
-        if not through_theta:
-            theta = {n: p.detach().requires_grad_() for n, p in theta.items()}
-        params = {n: p.expand(num_tasks, *p.shape) for n, p in theta.items()}
-        first_grads: dict[str, Tensor] = {}
-        first_losses = torch.zeros(())
-        for step, data in enumerate(pre):
-            # The gradient's own graph is only needed where something differentiates through it:
-            # θ at second order, C through later steps, or the alignment loss.
-            graph = (second_order and (step > 0 or through_theta)) or (alignment and step == 0)
-            grads, losses = self.inner_grads(params, data, create_graph=graph)
-            if step == 0:
-                first_grads, first_losses = grads, losses
-            if not second_order:
-                grads = {n: g.detach() for n, g in grads.items()}
+    def first_step(self, theta: Params, data: TaskTensors, *, create_graph: bool) -> InnerGradients:
+        """The inner gradients at θ on the pre-adaptation episodes."""
+        return self.inner_grads(per_task(theta, data.num_tasks), data, create_graph=create_graph)
+
+    def adapt(
+        self, theta: Params, pre: Sequence[TaskTensors], first: InnerGradients
+    ) -> dict[str, Tensor]:
+        """Each task's parameters [T, ...] after ``len(pre)`` adaptation steps from θ."""
+        second_order = not self.config.first_order
+        params = per_task(theta, pre[0].num_tasks)
+        step = first
+        for k, data in enumerate(pre):
+            if k > 0:
+                step = self.inner_grads(params, data, create_graph=second_order)
+            grads = step.grads if second_order else step.detached().grads
             params = adapt(params, grads, self.curvature, self.config.inner_lr)
-        return params, first_grads, first_losses
+        return params
+
+    def outer(
+        self, theta: Params, pre: Sequence[TaskTensors], post: TaskTensors, first: InnerGradients
+    ) -> Tensor:
+        """Mean post-adaptation loss L_out over tasks."""
+        adapted = self.adapt(theta, pre, first)
+        return outer_loss(self.policy, adapted, post, self.config.clip_ratio).mean()
 
     def forward(
         self,
@@ -130,34 +152,28 @@ class MetaObjective(nn.Module):
         pre: Sequence[TaskTensors],
         post: TaskTensors,
         old_distribution: tuple[Tensor, ...],
+        first: InnerGradients,
         *,
         alignment: bool,
-        through_theta: bool = True,
     ) -> dict[str, Tensor]:
-        cfg = self.config
-        adapted, first_grads, inner_losses = self.adapt(
-            theta,
-            pre,
-            second_order=not cfg.first_order,
-            alignment=alignment,
-            through_theta=through_theta,
-        )
+        """The θ-step's terms; ``first`` must be :meth:`first_step` at this θ (with its graph
+        where θ is differentiated through it)."""
         terms = {
-            "loss_inner": inner_losses.mean(),
-            "loss_outer": outer_loss(self.policy, adapted, post, cfg.clip_ratio).mean(),
-            "kl_inner": kl_penalty(self.policy, theta, old_distribution, pre[0]).mean(),
+            "loss_inner": first.losses.mean(),
+            "loss_outer": self.outer(theta, pre, post, first),
+            "kl_inner": kl_penalty(
+                self.policy, old_distribution, first.distribution, pre[0]
+            ).mean(),
         }
         if alignment:
-            grads = flatten_per_task(first_grads)
             self_similarity = None
-            if cfg.alignment_estimator == "split":
-                params = {n: p.expand(pre[0].num_tasks, *p.shape) for n, p in theta.items()}
+            if self.config.alignment_estimator == "split":
                 half_a, half_b = (
-                    flatten_per_task(self.inner_grads(params, half, create_graph=True)[0])
+                    flatten_per_task(self.first_step(theta, half, create_graph=True).grads)
                     for half in pre[0].episode_halves()
                 )
                 self_similarity = (half_a * half_b).sum(-1)
-            terms["loss_alignment"] = alignment_loss(grads, self_similarity)
+            terms["loss_alignment"] = alignment_loss(flatten_per_task(first.grads), self_similarity)
         return terms
 
 
@@ -194,9 +210,9 @@ class MetaLearner:
 
     def adapted_params(self, pre: Sequence[TaskTensors]) -> list[dict[str, np.ndarray]]:
         """Each task's adapted parameters after ``len(pre)`` steps, for sampling."""
-        adapted, _, _ = self.objective.adapt(
-            self.policy.params(), pre, second_order=False, through_theta=False
-        )
+        theta = {n: p.detach().requires_grad_() for n, p in self.policy.params().items()}
+        first = self.objective.first_step(theta, pre[0], create_graph=False)
+        adapted = self.objective.adapt(theta, pre, first)
         return [
             {n: p[i].detach().cpu().numpy() for n, p in adapted.items()}
             for i in range(pre[0].num_tasks)
@@ -204,41 +220,48 @@ class MetaLearner:
 
     def task_affinity(self, pre: TaskTensors) -> np.ndarray:
         """D_ij = ‖g_i − g_j‖² between the tasks' inner gradients at θ (design §3)."""
-        num_tasks = pre.num_tasks
-        params = {
-            n: p.detach().expand(num_tasks, *p.shape).requires_grad_()
-            for n, p in self.policy.params().items()
-        }
-        grads, _ = self.objective.inner_grads(params, pre, create_graph=False)
+        theta = {n: p.detach().requires_grad_() for n, p in self.policy.params().items()}
+        grads = self.objective.first_step(theta, pre, create_graph=False).grads
         return affinity_matrix(flatten_per_task(grads)).cpu().numpy()
 
     # -- the meta-update -------------------------------------------------------------------------
     def meta_step(self, pre: Sequence[TaskTensors], post: TaskTensors) -> dict[str, float]:
-        """``outer_epochs`` θ/C updates on one iteration's episodes; the mean of each term."""
+        """``outer_epochs`` θ/C updates on one iteration's episodes; the mean of each term.
+
+        The first inner gradient at the current θ is computed once per θ update: the C-step
+        (θ frozen) uses it detached, and the next θ-step uses it with its graph.
+        """
         cfg = self.config
         use_alignment = cfg.alignment_weight > 0
+        needs_graph = not cfg.first_order or use_alignment
         theta = self.policy.params()
+        first = self.objective.first_step(theta, pre[0], create_graph=needs_graph)
         with torch.no_grad():  # a snapshot: the optimisers update θ in place
-            old_distribution = tuple(
-                t.clone() for t in self.policy.distribution(theta, pre[0].observations)
-            )
+            old_distribution = tuple(d.detach().clone() for d in first.distribution)
         totals: dict[str, float] = {}
-        for _ in range(cfg.outer_epochs):
-            terms = self.objective(theta, pre, post, old_distribution, alignment=use_alignment)
+        for epoch in range(cfg.outer_epochs):
+            last = epoch == cfg.outer_epochs - 1
+            terms = self.objective(
+                theta, pre, post, old_distribution, first, alignment=use_alignment
+            )
+            check_finite(terms)
             loss = terms["loss_outer"] + cfg.inner_kl_weight * terms["kl_inner"]
             if use_alignment:
                 loss = loss + cfg.alignment_weight * terms["loss_alignment"]
-            check_finite(terms)
             if cfg.schedule == "joint":
                 self._step("joint", loss)
             else:
                 self._step("theta", loss, inputs=list(theta.values()))
-                if "curvature" in self.optimizers:
-                    curvature_terms = self.objective(
-                        theta, pre, post, old_distribution, alignment=False, through_theta=False
-                    )
-                    check_finite({"loss_outer (C-step)": curvature_terms["loss_outer"]})
-                    self._step("curvature", curvature_terms["loss_outer"])
+            has_c_step = "curvature" in self.optimizers
+            if not last or has_c_step:
+                first = self.objective.first_step(
+                    theta, pre[0], create_graph=needs_graph and not last
+                )
+            if has_c_step:
+                frozen = {n: p.detach() for n, p in theta.items()}
+                curvature_loss = self.objective.outer(frozen, pre, post, first.detached())
+                check_finite({"loss_outer (C-step)": curvature_loss})
+                self._step("curvature", curvature_loss)
             for name, value in terms.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach()) / cfg.outer_epochs
         return totals | self.curvature.stats()

@@ -72,15 +72,15 @@ class TaskTensors:
     def num_tasks(self) -> int:
         return self.observations.shape[0]
 
-    def task(self, i: int) -> TaskTensors:
-        """Task ``i`` alone, without the leading task dimension."""
+    def tasks(self, index: slice) -> TaskTensors:
+        """The tasks in ``index``, keeping the task dimension."""
         return replace(
             self,
-            observations=self.observations[i],
-            actions=self.actions[i],
-            log_probs=self.log_probs[i],
-            advantages=self.advantages[i],
-            mask=self.mask[i],
+            observations=self.observations[index],
+            actions=self.actions[index],
+            log_probs=self.log_probs[index],
+            advantages=self.advantages[index],
+            mask=self.mask[index],
         )
 
     def episode_halves(self) -> tuple[TaskTensors, TaskTensors]:
@@ -100,7 +100,14 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
 
 
 def inner_loss(policy: MLPPolicy, params: Params, data: TaskTensors, estimator: str) -> Tensor:
-    """The adaptation loss L_in, one value per task.
+    """The adaptation loss L_in of ``params`` on ``data``, one value per task."""
+    return inner_loss_from_log_probs(
+        policy.log_prob(params, data.observations, data.actions), data, estimator
+    )
+
+
+def inner_loss_from_log_probs(logp: Tensor, data: TaskTensors, estimator: str) -> Tensor:
+    """L_in given the current policy's log-probabilities of the data's actions.
 
     All three estimators have the same gradient at the sampling policy; they differ in their
     second derivatives. Ratios are taken against the *sampling* log-probabilities (a constant),
@@ -113,7 +120,6 @@ def inner_loss(policy: MLPPolicy, params: Params, data: TaskTensors, estimator: 
     - ``dice``: DiCE's magic box with causal dependencies (Loaded DiCE with λ = 1):
       −mean [□(Σ_{t'≤t} ℓ_t') − □(Σ_{t'<t} ℓ_t')]·Â_t with ℓ the log-ratio to the sampling policy.
     """
-    logp = policy.log_prob(params, data.observations, data.actions)
     if estimator == "vpg":
         surrogate = logp * data.advantages
     elif estimator == "lvc":
@@ -141,10 +147,10 @@ def outer_loss(policy: MLPPolicy, adapted: Params, data: TaskTensors, clip_ratio
 
 
 def kl_penalty(
-    policy: MLPPolicy, params: Params, old: tuple[Tensor, ...], data: TaskTensors
+    policy: MLPPolicy, old: tuple[Tensor, ...], new: tuple[Tensor, ...], data: TaskTensors
 ) -> Tensor:
-    """Mean KL(π_old ‖ π_params) on the pre-adaptation states, per task."""
-    return masked_mean(policy.kl(old, params, data.observations), data.mask)
+    """Mean KL(π_old ‖ π_new) on the data's states, per task, from the two distributions there."""
+    return masked_mean(policy.kl_between(old, new), data.mask)
 
 
 def alignment_loss(grads: Tensor, self_similarity: Tensor | None = None) -> Tensor:

@@ -93,14 +93,14 @@ class MLPPolicy(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def distribution(self, params: Params, obs: Tensor) -> tuple[Tensor, ...]:
-        """The action distribution's parameters (what :meth:`kl` takes as ``old``)."""
+        """The action distribution's parameters at ``obs``."""
 
     @abc.abstractmethod
-    def log_prob(self, params: Params, obs: Tensor, actions: Tensor) -> Tensor: ...
+    def log_prob_of(self, distribution: tuple[Tensor, ...], actions: Tensor) -> Tensor: ...
 
     @abc.abstractmethod
-    def kl(self, old: tuple[Tensor, ...], params: Params, obs: Tensor) -> Tensor:
-        """KL(old ‖ π_params) per observation."""
+    def kl_between(self, old: tuple[Tensor, ...], new: tuple[Tensor, ...]) -> Tensor:
+        """KL(old ‖ new) per observation."""
 
     @abc.abstractmethod
     def sample(self, params: Params, obs: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
@@ -109,6 +109,13 @@ class MLPPolicy(nn.Module, abc.ABC):
     @abc.abstractmethod
     def act(self, params: Params, obs: Tensor) -> Tensor:
         """The deterministic action (mean or arg-max)."""
+
+    def log_prob(self, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
+        return self.log_prob_of(self.distribution(params, obs), actions)
+
+    def kl(self, old: tuple[Tensor, ...], params: Params, obs: Tensor) -> Tensor:
+        """KL(old ‖ π_params) per observation."""
+        return self.kl_between(old, self.distribution(params, obs))
 
 
 class GaussianMLPPolicy(MLPPolicy):
@@ -134,29 +141,24 @@ class GaussianMLPPolicy(MLPPolicy):
         log_std = params["log_std"].unsqueeze(-2).expand_as(mean)
         return mean, log_std
 
-    def log_prob(self, params, obs, actions):
-        mean, log_std = self.distribution(params, obs)
-        z = (actions - mean) * torch.exp(-log_std)
+    def _log_density(self, z: Tensor, log_std: Tensor) -> Tensor:
         return (
             -0.5 * (z * z).sum(-1) - log_std.sum(-1) - 0.5 * self.action_dim * math.log(2 * math.pi)
         )
 
-    def kl(self, old, params, obs):
-        old_mean, old_log_std = old
-        mean, log_std = self.distribution(params, obs)
+    def log_prob_of(self, distribution, actions):
+        mean, log_std = distribution
+        return self._log_density((actions - mean) * torch.exp(-log_std), log_std)
+
+    def kl_between(self, old, new):
+        (old_mean, old_log_std), (mean, log_std) = old, new
         var_ratio = torch.exp(2 * (old_log_std - log_std))
         mahalanobis = ((old_mean - mean) * torch.exp(-log_std)) ** 2
         return 0.5 * (var_ratio + mahalanobis - 1 - 2 * (old_log_std - log_std)).sum(-1)
 
     def sample(self, params, obs, noise):
         mean, log_std = self.distribution(params, obs)
-        actions = mean + torch.exp(log_std) * noise
-        logp = (
-            -0.5 * (noise * noise).sum(-1)
-            - log_std.sum(-1)
-            - 0.5 * self.action_dim * math.log(2 * math.pi)
-        )
-        return actions, logp
+        return mean + torch.exp(log_std) * noise, self._log_density(noise, log_std)
 
     def act(self, params, obs):
         return self._body(params, obs)
@@ -181,22 +183,21 @@ class CategoricalMLPPolicy(MLPPolicy):
     def distribution(self, params, obs):
         return (torch.log_softmax(self._body(params, obs), dim=-1),)
 
-    def log_prob(self, params, obs, actions):
-        (log_probs,) = self.distribution(params, obs)
+    def log_prob_of(self, distribution, actions):
+        (log_probs,) = distribution
         return log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
 
-    def kl(self, old, params, obs):
-        (old_log_probs,) = old
-        (log_probs,) = self.distribution(params, obs)
+    def kl_between(self, old, new):
+        (old_log_probs,), (log_probs,) = old, new
         return (old_log_probs.exp() * (old_log_probs - log_probs)).sum(-1)
 
     def sample(self, params, obs, noise):
         # Inverse-CDF sampling from uniform noise keeps sampling a pure function of the noise.
-        (log_probs,) = self.distribution(params, obs)
-        cdf = log_probs.exp().cumsum(-1)
+        distribution = self.distribution(params, obs)
+        cdf = distribution[0].exp().cumsum(-1)
         actions = torch.searchsorted(cdf, noise.unsqueeze(-1).contiguous()).squeeze(-1)
         actions = actions.clamp_(max=self.num_actions - 1)
-        return actions, log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        return actions, self.log_prob_of(distribution, actions)
 
     def act(self, params, obs):
         return self._body(params, obs).argmax(-1)

@@ -58,7 +58,8 @@ def tiny_data(num_tasks=3, episodes=4, horizon=6, seed=0):
 
 
 def objective_value(objective, policy, pre, post, old, alignment_weight, alignment):
-    terms = objective(policy.params(), pre, post, old, alignment=alignment)
+    first = objective.first_step(policy.params(), pre[0], create_graph=True)
+    terms = objective(policy.params(), pre, post, old, first, alignment=alignment)
     total = terms["loss_outer"] + objective.config.inner_kl_weight * terms["kl_inner"]
     if alignment:
         total = total + alignment_weight * terms["loss_alignment"]
@@ -178,7 +179,8 @@ def test_curvature_at_initialisation_is_maml(kind):
     for k in ("identity", kind):
         cfg = TrainConfig(inner_lr=0.5, curvature=k)
         objective = MetaObjective(policy, make_curvature(k, policy.params()).double(), cfg)
-        adapted, _, _ = objective.adapt(policy.params(), [pre], second_order=True)
+        first = objective.first_step(policy.params(), pre, create_graph=True)
+        adapted = objective.adapt(policy.params(), [pre], first)
         loss = objective_value(objective, policy, [pre], post, old, 0.0, False)
         results[k] = (adapted, torch.autograd.grad(loss, list(policy.parameters())))
     for name in results["identity"][0]:
@@ -228,7 +230,7 @@ def test_batched_and_looped_inner_gradients_agree():
         cfg = TrainConfig()
         cfg.learner.task_batching = batched
         objective = MetaObjective(policy, make_curvature("identity", policy.params()), cfg)
-        grads[batched], _ = objective.inner_grads(params, pre, create_graph=False)
+        grads[batched] = objective.inner_grads(params, pre, create_graph=False).grads
     for name in grads[True]:
         torch.testing.assert_close(grads[True][name], grads[False][name])
 
