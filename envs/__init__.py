@@ -1,11 +1,25 @@
 """mcrl's shipped task families (import name ``mcrl_envs``); importing registers them."""
 
+from mcrl_envs.dynamics import CartPoleDynamics, HalfCheetahParams, HopperParams, Walker2dParams
+from mcrl_envs.locomotion import AntDir, AntGoal, HalfCheetahDir, HalfCheetahVel
 from mcrl_envs.navigation import Navigation2D, Navigation2DEnv
 from mcrl_envs.pendulum import PendulumDynamics
 
 from mcrl.tasks import register_family
 
-register_family("Navigation2D", Navigation2D)
-register_family("PendulumDynamics", PendulumDynamics)
+FAMILIES = (
+    Navigation2D,
+    PendulumDynamics,
+    CartPoleDynamics,
+    HalfCheetahVel,
+    HalfCheetahDir,
+    AntDir,
+    AntGoal,
+    HalfCheetahParams,
+    HopperParams,
+    Walker2dParams,
+)
+for _family in FAMILIES:
+    register_family(_family.name, _family)
 
-__all__ = ["Navigation2D", "Navigation2DEnv", "PendulumDynamics"]
+__all__ = [f.name for f in FAMILIES] + ["Navigation2DEnv"]

@@ -71,18 +71,24 @@ def check_positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+OOD_SIDES = ("both", "above", "below", "none")
+
+
 @dataclass(frozen=True)
 class Range:
     """The training range of one task parameter.
 
     ``log`` samples uniformly in log space (for positive scales such as masses); ``size`` > 1
     makes the parameter a vector whose coordinates each lie in the range (a 2D goal, say).
+    ``ood`` says on which sides the out-of-distribution split may leave the range: ``both``,
+    ``above``, ``below`` or ``none`` (an angle that wraps around, a radius that cannot go below 0).
     """
 
     low: float
     high: float
     log: bool = False
     size: int = 1
+    ood: str = "both"
 
     def __post_init__(self) -> None:
         if not self.low < self.high:
@@ -90,6 +96,8 @@ class Range:
         if self.log and self.low <= 0:
             raise ValueError(f"a log-scaled range needs low > 0, got low={self.low}")
         check_positive_int("size", self.size)
+        if self.ood not in OOD_SIDES:
+            raise ValueError(f"ood must be one of {', '.join(OOD_SIDES)}; got {self.ood!r}")
 
     def _to_unit(self, x: np.ndarray) -> np.ndarray:
         if self.log:
@@ -101,13 +109,23 @@ class Range:
             return np.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
         return self.low + u * (self.high - self.low)
 
+    def ood_bounds(self, margin: float) -> tuple[float, float]:
+        """The ood range in unit coordinates (the training range is [0, 1])."""
+        low = -margin if self.ood in ("both", "below") else 0.0
+        high = 1 + margin if self.ood in ("both", "above") else 1.0
+        return low, high
+
     def describe(self, margin: float) -> tuple[str, str]:
         """Text for the training range and for the out-of-distribution range."""
-        lo, hi = self._from_unit(np.array([-margin, 1 + margin]))
+        lo, hi = self._from_unit(np.array(self.ood_bounds(margin)))
         dims = f"^{self.size}" if self.size > 1 else ""
         scale = " log" if self.log else ""
-        inner = f"[{self.low:g}, {self.high:g}]{dims}{scale}"
-        outer = f"[{lo:.3g}, {hi:.3g}]{dims}{scale} outside train box"
+        inner = f"[{self.low:.3g}, {self.high:.3g}]{dims}{scale}"
+        outer = (
+            inner + " (not varied out of range)"
+            if self.ood == "none"
+            else f"[{lo:.3g}, {hi:.3g}]{dims}{scale} outside train box"
+        )
         return inner, outer
 
 
@@ -116,22 +134,42 @@ class BoxTaskSpace:
 
     Every coordinate of the box is cut into ``cells`` equal slices (in log space for log
     ranges). The held-out *test* cells are those whose slice indices sum to a multiple of
-    ``cells``: a diagonal lattice, so test tasks are spread over the whole box while never
-    coinciding with a training task. *ood* tasks come from the box widened by ``ood_margin``
-    (as a fraction of each range) on every side, with at least one coordinate outside the box.
+    ``test_every`` (default ``cells``): a diagonal lattice, so test tasks are spread over the
+    whole box while never coinciding with a training task. *ood* tasks come from the box widened
+    by ``ood_margin`` (a fraction of each range) on the sides each range allows, with at least
+    one coordinate outside the box.
     """
 
-    def __init__(self, ranges: Mapping[str, Range], *, cells: int = 4, ood_margin: float = 0.5):
+    def __init__(
+        self,
+        ranges: Mapping[str, Range],
+        *,
+        cells: int = 4,
+        ood_margin: float = 0.5,
+        test_every: int | None = None,
+    ):
         if not ranges:
             raise ValueError("a task space needs at least one parameter range")
         self.ranges = dict(ranges)
         self.cells = check_positive_int("cells", cells)
         if cells < 2:
             raise ValueError(f"cells must be >= 2 so that a test region exists, got {cells}")
+        self.test_every = check_positive_int(
+            "test_every", cells if test_every is None else test_every
+        )
+        if self.test_every < 2:
+            raise ValueError(
+                f"test_every must be >= 2 so that a training region exists, got {test_every}"
+            )
         if ood_margin <= 0:
             raise ValueError(f"ood_margin must be > 0, got {ood_margin}")
         self.ood_margin = float(ood_margin)
         self._dim = sum(r.size for r in self.ranges.values())
+        bounds = [
+            r.ood_bounds(self.ood_margin) for r in self.ranges.values() for _ in range(r.size)
+        ]
+        self._ood_low = np.array([b[0] for b in bounds])
+        self._ood_high = np.array([b[1] for b in bounds])
 
     def _unit_to_params(self, u: np.ndarray) -> dict[str, ParamValue]:
         params: dict[str, ParamValue] = {}
@@ -152,22 +190,30 @@ class BoxTaskSpace:
 
     def _is_test_cell(self, u: np.ndarray) -> bool:
         cell = np.clip(np.floor(u * self.cells), 0, self.cells - 1).astype(int)
-        return int(cell.sum()) % self.cells == 0
+        return int(cell.sum()) % self.test_every == 0
+
+    @property
+    def has_ood(self) -> bool:
+        return bool(np.any(self._ood_low < 0) or np.any(self._ood_high > 1))
 
     def split_of(self, params: Mapping[str, ParamValue]) -> str | None:
         """Which split can produce these parameters (None: none of them)."""
         u = self._params_to_unit(params)
         if np.all((u >= 0) & (u <= 1)):
             return "test" if self._is_test_cell(u) else "train"
-        if np.all((u >= -self.ood_margin) & (u <= 1 + self.ood_margin)):
+        if np.all((u >= self._ood_low) & (u <= self._ood_high)):
             return "ood"
         return None
 
     def sample(self, rng: np.random.Generator, split: str) -> dict[str, ParamValue]:
-        # Rejection sampling: train accepts 1 - 1/cells of the box, test 1/cells, ood > 1/2.
+        if split == "ood" and not self.has_ood:
+            raise ValueError(
+                "this family has no ood split: none of its ranges may leave the training range"
+            )
+        # Rejection sampling: train accepts 1 - 1/test_every of the box, test 1/test_every.
         while True:
             if split == "ood":
-                u = rng.uniform(-self.ood_margin, 1 + self.ood_margin, size=self._dim)
+                u = rng.uniform(self._ood_low, self._ood_high)
                 if np.any((u < 0) | (u > 1)):
                     return self._unit_to_params(u)
             else:
@@ -197,6 +243,9 @@ class TaskFamily(abc.ABC):
     name: str = "TaskFamily"
     default_horizon: int = 100
     space: BoxTaskSpace | None = None
+    held_out_test: bool = True
+    """False for a family whose test tasks cannot differ from its training tasks (two-task
+    benchmarks such as HalfCheetahDir); every other family holds its test tasks out."""
 
     def __init__(self, horizon: int | None = None):
         self.horizon = check_positive_int(

@@ -1,0 +1,235 @@
+"""Turning any Gymnasium env into a task family by declaring its varied parameters.
+
+Each parameter is an :class:`EnvParam`: its training range, and how it reaches the env:
+an attribute of ``env.unwrapped`` (``"power"``), a MuJoCo model field (``"model.body_mass"``,
+``"model.opt.gravity"``), or a setter function. Values either replace the env's default or
+scale it (``scale=True``), per element if asked. Defaults are saved once per env and every task
+writes from them in place, so tasks never compound.
+
+Declared problems surface when the family is built, not deep inside a rollout: an unknown
+attribute or model field, a range with low > high, a multiplier that can make a mass
+non-positive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from mcrl.tasks import BoxTaskSpace, Range, Task, TaskFamily, check_positive_int
+
+# Model fields that must stay positive, with the word used in errors.
+POSITIVE_FIELDS = {"body_mass": "mass", "body_inertia": "inertia"}
+
+Setter = Callable[[gym.Env, Any], None]
+
+
+@dataclass(frozen=True)
+class EnvParam:
+    """One varied parameter of a :class:`GymFamily`.
+
+    ``target``: an attribute of ``env.unwrapped`` or ``"model.<field>"`` (a MuJoCo model array,
+    dots allowed: ``"model.opt.gravity"``); default: the parameter's own name. Ignored when a
+    ``setter(env, value)`` is given. ``scale``: the value multiplies the env's default instead of
+    replacing it. ``per_element``: one value per element of the target array (the size is read
+    from the env). ``log``, ``ood`` as in :class:`mcrl.Range`.
+    """
+
+    low: float
+    high: float
+    target: str | None = None
+    scale: bool = False
+    per_element: bool = False
+    log: bool = False
+    ood: str = "both"
+    setter: Setter | None = None
+
+
+def _resolve(env: gym.Env, path: str) -> tuple[Any, str]:
+    """The object owning the last attribute of a dotted ``path`` under ``env.unwrapped``."""
+    owner: Any = env.unwrapped
+    *parents, leaf = path.split(".")
+    for part in parents:
+        owner = getattr(owner, part)
+    return owner, leaf
+
+
+class GymFamily(TaskFamily):
+    """A family over one Gymnasium env id with declared parameters (see :func:`declare_family`).
+
+    Subclasses set ``env_id``, ``env_kwargs``, ``params`` (a mapping name → :class:`EnvParam`)
+    and optionally ``cells`` and ``ood_margin``; or pass them to the constructor.
+    """
+
+    env_id: str = ""
+    env_kwargs: Mapping[str, Any] = {}
+    params: Mapping[str, EnvParam] = {}
+    cells: int = 4
+    ood_margin: float = 0.5
+
+    def __init__(
+        self,
+        horizon: int | None = None,
+        *,
+        env_id: str | None = None,
+        env_kwargs: Mapping[str, Any] | None = None,
+        params: Mapping[str, EnvParam] | None = None,
+    ):
+        super().__init__(horizon)
+        self.env_id = env_id or self.env_id
+        self.env_kwargs = dict(self.env_kwargs if env_kwargs is None else env_kwargs)
+        self.params = dict(self.params if params is None else params)
+        if not self.env_id:
+            raise ValueError(f"{type(self).__name__} needs an env_id")
+        if not self.params:
+            raise ValueError(f"{type(self).__name__} needs at least one parameter")
+        probe = self._make_raw_env()
+        try:
+            self._sizes = {
+                name: self._check_param(probe, name, p) for name, p in self.params.items()
+            }
+        finally:
+            probe.close()
+        self.space = BoxTaskSpace(
+            {
+                name: Range(p.low, p.high, log=p.log, size=self._sizes[name], ood=p.ood)
+                for name, p in self.params.items()
+            },
+            cells=self.cells,
+            ood_margin=self.ood_margin,
+        )
+
+    def _make_raw_env(self) -> gym.Env:
+        try:
+            return gym.make(self.env_id, max_episode_steps=self.horizon, **self.env_kwargs)
+        except gym.error.Error as exc:
+            raise ValueError(
+                f"cannot make env {self.env_id!r} for family {self.name!r}: {exc}"
+            ) from exc
+
+    def _check_param(self, env: gym.Env, name: str, param: EnvParam) -> int:
+        """Validate a declaration against a real env; returns the parameter's size."""
+        Range(param.low, param.high, log=param.log, ood=param.ood)  # low < high, log > 0, ood kind
+        if param.setter is not None:
+            return 1
+        target = param.target or name
+        try:
+            owner, leaf = _resolve(env, target)
+            current = getattr(owner, leaf)
+        except AttributeError:
+            where = "a MuJoCo model field" if target.startswith("model.") else "an attribute"
+            raise ValueError(
+                f"family {self.name!r}: parameter {name!r} targets {target!r}, which is not {where} of "
+                f"{self.env_id} (give target='attribute', target='model.<field>' or a setter)"
+            ) from None
+        field = target.rsplit(".", 1)[-1]
+        if field in POSITIVE_FIELDS:
+            lowest = param.low * (np.min(current) if not param.scale else 1.0)
+            if param.low <= 0 or (not param.scale and lowest <= 0):
+                raise ValueError(
+                    f"family {self.name!r}: parameter {name!r} can make a {POSITIVE_FIELDS[field]} non-positive "
+                    f"(range [{param.low}, {param.high}]{' as a multiplier' if param.scale else ''}); its low must be > 0"
+                )
+            if (
+                param.ood == "both"
+                and param.log is False
+                and param.low - self.ood_margin * (param.high - param.low) <= 0
+            ):
+                raise ValueError(
+                    f"family {self.name!r}: the ood split of {name!r} extends below 0 and can make a "
+                    f"{POSITIVE_FIELDS[field]} non-positive; use log=True or ood='above'"
+                )
+        if param.per_element:
+            return int(np.asarray(current).size)
+        return 1
+
+    def make_env(self, task: Task) -> gym.Env:
+        self.check_task(task)
+        env = self._make_raw_env()
+        self._save_defaults(env)
+        self.set_task(env, task)
+        return env
+
+    def _save_defaults(self, env: gym.Env) -> None:
+        defaults = {}
+        for name, param in self.params.items():
+            if param.setter is None:
+                owner, leaf = _resolve(env, param.target or name)
+                defaults[name] = np.array(getattr(owner, leaf), dtype=np.float64, copy=True)
+        env.unwrapped._mcrl_defaults = defaults
+
+    def set_task(self, env: gym.Env, task: Task) -> None:
+        self.check_task(task)
+        defaults = env.unwrapped._mcrl_defaults
+        touched_model = False
+        for name, param in self.params.items():
+            value = task.params[name]
+            if param.setter is not None:
+                param.setter(env, value)
+                continue
+            target = param.target or name
+            owner, leaf = _resolve(env, target)
+            new = np.asarray(value, dtype=np.float64).reshape(
+                defaults[name].shape if param.per_element else ()
+            )
+            if param.scale:
+                new = defaults[name] * new
+            current = getattr(owner, leaf)
+            if isinstance(current, np.ndarray):
+                current[...] = new  # in place: MuJoCo arrays are views into the model
+            else:
+                setattr(owner, leaf, float(new) if np.ndim(new) == 0 else new)
+            touched_model |= target.startswith("model.")
+        if touched_model:
+            _refresh_mujoco_constants(env)
+
+
+def _refresh_mujoco_constants(env: gym.Env) -> None:
+    """Recompute the model's derived constants (subtree masses, ...) after a parameter write."""
+    import mujoco
+
+    unwrapped = env.unwrapped
+    mujoco.mj_setConst(unwrapped.model, unwrapped.data)
+
+
+def declare_family(
+    name: str,
+    env_id: str,
+    params: Mapping[str, EnvParam],
+    *,
+    horizon: int,
+    env_kwargs: Mapping[str, Any] | None = None,
+    cells: int = 4,
+    ood_margin: float = 0.5,
+    register: bool = True,
+) -> type[GymFamily]:
+    """Declare (and by default register) a family over ``env_id`` varying ``params``.
+
+    Returns the family class; ``mcrl.make_family(name)`` builds it once registered. The
+    declaration is checked against a real env right away.
+    """
+    from mcrl.tasks import register_family
+
+    check_positive_int("horizon", horizon)
+    family_cls = type(
+        name,
+        (GymFamily,),
+        {
+            "name": name,
+            "env_id": env_id,
+            "env_kwargs": dict(env_kwargs or {}),
+            "params": dict(params),
+            "default_horizon": horizon,
+            "cells": cells,
+            "ood_margin": ood_margin,
+            "__doc__": f"{name}: {env_id} with {', '.join(params)} varied (declared with mcrl.declare_family).",
+        },
+    )
+    family_cls()  # validate now, with a real env
+    if register:
+        register_family(name, family_cls, overwrite=True)
+    return family_cls
