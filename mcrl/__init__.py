@@ -3,6 +3,7 @@
 from mcrl.config import TrainConfig, load_config
 from mcrl.curvature import make_curvature
 from mcrl.episodes import EpisodeBatch
+from mcrl.gym_family import EnvParam, GymFamily, declare_family
 from mcrl.learner import MetaLearner
 from mcrl.losses import alignment_loss
 from mcrl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, make_policy
@@ -21,21 +22,24 @@ from mcrl.trainer import Trainer, train
 __all__ = [
     "BoxTaskSpace",
     "CategoricalMLPPolicy",
+    "EnvParam",
     "EpisodeBatch",
     "GaussianMLPPolicy",
+    "GymFamily",
     "LocalSampler",
     "MetaLearner",
-    "TrainConfig",
-    "Trainer",
-    "alignment_loss",
-    "load_config",
-    "make_curvature",
-    "train",
     "Range",
     "Task",
     "TaskFamily",
+    "TrainConfig",
+    "Trainer",
+    "alignment_loss",
+    "declare_family",
     "list_families",
+    "load_config",
+    "make_curvature",
     "make_family",
     "make_policy",
     "register_family",
+    "train",
 ]

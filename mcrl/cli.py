@@ -70,7 +70,8 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     from mcrl.config import load_config
     from mcrl.trainer import Trainer
 
-    config = load_config(args.config, args.set)
+    overrides = [*args.set, *([f"sampler.address={args.ray_address}"] if args.ray_address else [])]
+    config = load_config(args.config, overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     trainer = Trainer(config, out, resume=args.resume, progress=not args.no_progress)
     if trainer.start_iteration >= config.iterations:
@@ -78,7 +79,10 @@ def _train(args: argparse.Namespace, console: Console) -> int:
             f"{out} already has {config.iterations} iterations; raise 'iterations' to train further"
         )
         return 0
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
     console.print(
         f"done: {out} (metrics.csv, checkpoints/, config.yaml{', eval.json' if trainer.latest_eval else ''})"
     )
@@ -113,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--ray-address", help="join this Ray cluster (HOST:PORT or auto) instead of an embedded Ray"
+    )
     train.set_defaults(handler=_train)
 
     bench = commands.add_parser("bench", help="measure speed")

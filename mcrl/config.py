@@ -62,8 +62,19 @@ class PolicyConfig:
 
 @dataclass
 class SamplerConfig:
-    backend: Literal["local"] = "local"
-    """Where rollouts run: ``local`` (in-process, all envs in lockstep)."""
+    backend: Literal["ray", "local"] = "ray"
+    """Where rollouts run: ``ray`` (Ray rollout workers; an embedded Ray unless ``address`` is
+    given) or ``local`` (in-process, all envs in lockstep)."""
+    workers: int | None = positive(None)
+    """Ray rollout workers (one CPU each); default: the CPUs of this machine or cluster."""
+    address: str | None = None
+    """Ray cluster to join (``HOST:PORT``, ``auto``); default: ``RAY_ADDRESS``, else embedded."""
+    timeout_s: float = positive(600.0)
+    """A sampling phase that takes longer is an error, not a hang."""
+    max_chunk_retries: int = non_negative(3)
+    """Re-submissions of a chunk whose worker died or raised before the run stops."""
+    object_store_mb: int = positive(512)
+    """Object store size of an embedded Ray, in MiB."""
 
 
 @dataclass
@@ -72,7 +83,7 @@ class LearnerConfig:
     """Torch device of the learner: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``..."""
     task_batching: bool = True
     """Compute all tasks' inner gradients with one batched backward (true) or one per task."""
-    num_threads: int | None = None
+    num_threads: int | None = positive(None)
     """Torch intra-op threads for the learner; default: the CPUs this process may use."""
 
 
@@ -84,7 +95,7 @@ class TrainConfig:
     """Task family: a registered name (``mcrl families``) or ``module:Class``."""
     family_kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for the family's constructor."""
-    horizon: int | None = None
+    horizon: int | None = positive(None)
     """Episode horizon; default: the family's."""
     iterations: int = positive(500)
     """Meta-iterations to run."""
@@ -235,26 +246,17 @@ def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
 
 
 def _check_cross_field(config: Any, prefix: str) -> None:
-    if isinstance(config, TrainConfig):
-        if config.horizon is not None and config.horizon <= 0:
-            raise ConfigError(f"config key 'horizon' must be > 0 or null, got {config.horizon}")
-        if config.alignment_estimator == "split" and config.episodes_per_task < 2:
-            raise ConfigError(
-                "config key 'alignment_estimator' = split needs episodes_per_task >= 2"
-            )
+    if (
+        isinstance(config, TrainConfig)
+        and config.alignment_estimator == "split"
+        and config.episodes_per_task < 2
+    ):
+        raise ConfigError("config key 'alignment_estimator' = split needs episodes_per_task >= 2")
     if isinstance(config, PolicyConfig) and (
         not config.hidden_sizes or min(config.hidden_sizes) <= 0
     ):
         raise ConfigError(
             f"config key '{prefix}hidden_sizes' must be a non-empty list of positive integers, got {list(config.hidden_sizes)}"
-        )
-    if (
-        isinstance(config, LearnerConfig)
-        and config.num_threads is not None
-        and config.num_threads <= 0
-    ):
-        raise ConfigError(
-            f"config key '{prefix}num_threads' must be > 0 or null, got {config.num_threads}"
         )
 
 

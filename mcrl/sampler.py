@@ -213,6 +213,10 @@ class LocalSampler:
         arrays = self.engine.run(tasks, params, slots, seed=seed, iteration=iteration, phase=phase)
         return assemble_batches(tasks, slots, arrays)
 
+    def pop_counters(self) -> dict[str, int]:
+        """Worker restarts and resubmitted chunks since the last call (none in-process)."""
+        return {"worker_restarts": 0, "chunks_resubmitted": 0}
+
     def close(self) -> None:
         if self.engine._env is not None:
             self.engine._env.close()

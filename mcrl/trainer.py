@@ -34,6 +34,7 @@ from mcrl.config import ConfigError, TrainConfig, apply_overrides, from_dict, lo
 from mcrl.evaluation import evaluate_adaptation
 from mcrl.learner import MetaLearner, NonFiniteLossError
 from mcrl.policies import make_policy
+from mcrl.ray_sampler import RaySampler, SamplingError
 from mcrl.sampler import LocalSampler
 from mcrl.tasks import TaskFamily, make_family
 from mcrl.threads import available_cpus, configure_torch_threads
@@ -92,6 +93,21 @@ def build_learner(config: TrainConfig, family: TaskFamily) -> MetaLearner:
     return MetaLearner(policy, config)
 
 
+def build_sampler(config: TrainConfig, family: TaskFamily, policy) -> LocalSampler | RaySampler:
+    s = config.sampler
+    if s.backend == "local":
+        return LocalSampler(family, policy)
+    return RaySampler(
+        family,
+        policy,
+        workers=s.workers,
+        address=s.address,
+        timeout_s=s.timeout_s,
+        max_chunk_retries=s.max_chunk_retries,
+        object_store_mb=s.object_store_mb,
+    )
+
+
 def task_seed(seed: int, iteration: int) -> int:
     return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0])
 
@@ -114,7 +130,7 @@ class Trainer:
         configure_torch_threads(config.learner.num_threads or available_cpus())
         self.family = build_family(config)
         self.learner = build_learner(config, self.family)
-        self.sampler = LocalSampler(self.family, self.learner.policy)
+        self.sampler = build_sampler(config, self.family, self.learner.policy)
         self.start_iteration = 0
         self.env_steps = 0
         if resume:
@@ -188,6 +204,10 @@ class Trainer:
         atomic_save(snapshot, self.checkpoint_dir / "latest.pt")
         return numbered
 
+    def close(self) -> None:
+        """Release the sampler's envs and workers."""
+        self.sampler.close()
+
     # -- the loop ----------------------------------------------------------------------------
     def train(self) -> list[dict[str, Any]]:
         """Run the remaining iterations; returns their metrics rows."""
@@ -202,7 +222,7 @@ class Trainer:
                     raise KeyboardInterrupt(
                         f"interrupted; iteration {self._last_good['iteration']} saved to {path}"
                     ) from None
-                except NonFiniteLossError as exc:
+                except (NonFiniteLossError, SamplingError) as exc:
                     raise TrainingError(
                         f"{exc} at iteration {it}; stopped. The last good checkpoint "
                         f"({self._last_checkpoint_text()}) is intact"
@@ -269,6 +289,7 @@ class Trainer:
         }
         row |= losses
         row |= {f"time_{phase}": round(seconds, 4) for phase, seconds in timings.items()}
+        row |= self.sampler.pop_counters()
         row |= self._evaluate(it)
         return row
 
@@ -366,5 +387,8 @@ def train(
     elif overrides:
         config = from_dict(TrainConfig, apply_overrides(to_dict(config), overrides))
     trainer = Trainer(config, run_dir, resume=resume, progress=progress)
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
     return trainer

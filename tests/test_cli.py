@@ -44,7 +44,7 @@ def test_bench_sampler_json_has_the_documented_keys(capsys, serial):
     [
         (
             ["bench", "sampler", "--family", "Nope"],
-            "unknown family 'Nope'; known families: Navigation2D",
+            "unknown family 'Nope'; known families: AntDir, AntGoal",
         ),
         (
             ["bench", "sampler", "--family", "Navigation2D", "--tasks", "0"],

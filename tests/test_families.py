@@ -166,6 +166,7 @@ def test_a_family_class_in_a_user_module_can_be_named_in_a_config(tmp_path, monk
         [
             "family=my_families:PowerCar",
             "iterations=1",
+            "sampler.backend=local",
             "meta_batch_size=2",
             "episodes_per_task=2",
             "eval_every=0",
@@ -187,6 +188,7 @@ def test_every_family_meta_trains_for_an_iteration(tmp_path, name):
     overrides = [
         f"family={name}",
         "iterations=1",
+        "sampler.backend=local",
         "meta_batch_size=2",
         "episodes_per_task=2",
         "horizon=10",

@@ -16,6 +16,7 @@ from mcrl.trainer import Trainer, TrainingError, load_checkpoint
 
 TINY = [
     "family=Navigation2D",
+    "sampler.backend=local",
     "horizon=10",
     "meta_batch_size=3",
     "episodes_per_task=3",
@@ -176,7 +177,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_cli_train_smoke_run_writes_the_run_directory(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(
-        "family: Navigation2D\nhorizon: 10\niterations: 2\nmeta_batch_size: 2\nepisodes_per_task: 2\neval_every: 1\neval_tasks: 2\n"
+        "family: Navigation2D\nhorizon: 10\niterations: 2\nsampler: {backend: local}\nmeta_batch_size: 2\nepisodes_per_task: 2\neval_every: 1\neval_tasks: 2\n"
     )
     result = run_cli(
         "train", str(config), "--set", "policy.hidden_sizes=[8]", "--out", "out", cwd=tmp_path
