@@ -229,10 +229,9 @@ def params_to_numpy(params: Params) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in params.items()}
 
 
-def stack_params(param_sets: Sequence[Mapping[str, np.ndarray | Tensor]]) -> dict[str, Tensor]:
-    """Per-task parameter sets stacked along a new leading dimension."""
-    keys = param_sets[0].keys()
+def stack_params(param_sets: Sequence[Mapping[str, np.ndarray]]) -> dict[str, Tensor]:
+    """Per-task parameter sets (numpy) stacked along a new leading dimension, as tensors."""
     return {
-        k: torch.stack([torch.as_tensor(p[k], dtype=torch.float32) for p in param_sets])
-        for k in keys
+        k: torch.from_numpy(np.stack([np.asarray(p[k], dtype=np.float32) for p in param_sets]))
+        for k in param_sets[0]
     }

@@ -32,6 +32,11 @@ from mcrl.sampler import (
 from mcrl.tasks import Task, TaskFamily
 from mcrl.threads import available_cpus, configure_torch_threads
 
+# A chunk out this many times longer than the slowest finished one (and at least this many
+# seconds) is presumed lost and collected again elsewhere.
+STRAGGLER_FACTOR = 3.0
+STRAGGLER_MIN_S = 5.0
+
 
 class SamplingError(RuntimeError):
     """A sampling phase could not collect every episode it asked for."""
@@ -90,10 +95,12 @@ def connect_ray(
         ray.init(address=address, logging_level="WARNING", log_to_driver=True)
     else:
         ray.init(
+            address="local",  # a new instance, even if a stale cluster file says otherwise
             num_cpus=num_cpus or available_cpus(),
             include_dashboard=dashboard,
             object_store_memory=object_store_mb * 2**20,
             logging_level="WARNING",
+            _node_ip_address="127.0.0.1",  # a one-machine Ray stays on loopback
         )
     return True
 
@@ -158,7 +165,6 @@ class RaySampler:
     ) -> list[EpisodeBatch]:
         """Same as :meth:`mcrl.LocalSampler.sample`, on the workers."""
         import ray
-        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
         check_sample_args(self.family, tasks, params, episodes_per_task)
         start = time.perf_counter()
@@ -166,47 +172,92 @@ class RaySampler:
         chunks = split_slots(slots, self.num_workers)
         tasks_ref, params_ref = ray.put(list(tasks)), ray.put(params)  # once per phase
 
-        def submit(index: int, attempt: int) -> Any:
-            actor = self.actors[(index + attempt) % self.num_workers]
-            return actor.run.remote(tasks_ref, params_ref, chunks[index], seed, iteration, phase)
+        def run(actor: Any, chunk: list[EpisodeSlot]) -> Any:
+            return actor.run.remote(tasks_ref, params_ref, chunk, seed, iteration, phase)
 
-        pending = {submit(i, 0): (i, 0) for i in range(len(chunks))}
-        results: list[Any] = [None] * len(chunks)
-        deadline = time.monotonic() + self.timeout_s
-        while pending:
-            remaining = deadline - time.monotonic()
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(remaining, 0))
-            if not ready:
-                for ref in pending:
-                    ray.cancel(ref, force=True)
-                raise SamplingError(
-                    f"sampling phase exceeded sampler.timeout_s={self.timeout_s:g}s "
-                    f"({len(pending)} of {len(chunks)} chunks of {self.family.name} outstanding)"
-                )
-            ref = ready[0]
-            index, attempt = pending.pop(ref)
-            try:
-                results[index] = ray.get(ref, timeout=max(remaining, 1))
-            except (RayActorError, RayTaskError, GetTimeoutError) as exc:
-                if isinstance(exc, RayActorError):
-                    self.counters["worker_restarts"] += 1
-                if attempt >= self.max_chunk_retries:
-                    task_names = sorted({tasks[s.task_position].index for s in chunks[index]})
-                    cause = (
-                        str(exc).strip().splitlines()[-1]
-                        if str(exc).strip()
-                        else type(exc).__name__
-                    )
-                    raise SamplingError(
-                        f"episodes of family {self.family.name!r} (tasks {task_names}, "
-                        f"e.g. {tasks[chunks[index][0].task_position].to_dict()['params']}) failed "
-                        f"{attempt + 1} times; last error: {cause}"
-                    ) from exc
-                self.counters["chunks_resubmitted"] += 1
-                pending[submit(index, attempt + 1)] = (index, attempt + 1)
+        results = self._collect(chunks, run, tasks)
         arrays = {k: np.concatenate([r[0][k] for r in results], axis=1) for k in results[0][0]}
         self.last_overhead_s = (time.perf_counter() - start) - max(r[1] for r in results)
         return assemble_batches(tasks, slots, arrays)
+
+    def _collect(
+        self, chunks: list[list[EpisodeSlot]], run: Any, tasks: Sequence[Task]
+    ) -> list[Any]:
+        """Every chunk's result, whatever happens to the workers.
+
+        A chunk goes to another worker when its worker died or raised (at most
+        ``max_chunk_retries`` more times), and also when it has been out much longer than the
+        chunks that finished: a node that left can leave a task that never returns. The first
+        copy to finish wins, which is safe because a chunk's episodes are a pure function of
+        their coordinates.
+        """
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        pending: dict[Any, tuple[int, int, float]] = {}  # ref -> (chunk, worker, submitted at)
+        submissions = [0] * len(chunks)
+        results: list[Any] = [None] * len(chunks)
+        durations: list[float] = []
+
+        def submit(index: int, avoid: int | None = None) -> None:
+            busy = {worker for _, worker, _ in pending.values()}
+            idle = [w for w in range(self.num_workers) if w not in busy and w != avoid]
+            worker = idle[0] if idle else (index + submissions[index]) % self.num_workers
+            pending[run(self.actors[worker], chunks[index])] = (index, worker, time.monotonic())
+            submissions[index] += 1
+
+        def fail(index: int, exc: Exception) -> SamplingError:
+            positions = sorted({s.task_position for s in chunks[index]})
+            cause = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            return SamplingError(
+                f"episodes of family {self.family.name!r} (tasks {[tasks[p].index for p in positions]}, "
+                f"e.g. {tasks[positions[0]].to_dict()['params']}) failed {submissions[index]} times; last error: {cause}"
+            )
+
+        for index in range(len(chunks)):
+            submit(index)
+        deadline = time.monotonic() + self.timeout_s
+        while any(r is None for r in results):
+            now = time.monotonic()
+            if now >= deadline:
+                for (
+                    _,
+                    worker,
+                    _,
+                ) in pending.values():  # restart busy workers so the sampler stays usable
+                    ray.kill(self.actors[worker], no_restart=False)
+                outstanding = sum(r is None for r in results)
+                raise SamplingError(
+                    f"sampling phase exceeded sampler.timeout_s={self.timeout_s:g}s "
+                    f"({outstanding} of {len(chunks)} chunks of {self.family.name} outstanding)"
+                )
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=min(deadline - now, 1.0))
+            for ref in ready:
+                index, worker, submitted = pending.pop(ref)
+                if results[index] is not None:
+                    continue  # a second copy of a chunk that already finished
+                try:
+                    results[index] = ray.get(ref)
+                    durations.append(time.monotonic() - submitted)
+                except (RayActorError, RayTaskError) as exc:
+                    if isinstance(exc, RayActorError):
+                        self.counters["worker_restarts"] += 1
+                    if any(i == index for i, _, _ in pending.values()):
+                        continue  # another copy is still running
+                    if submissions[index] > self.max_chunk_retries:
+                        raise fail(index, exc) from exc
+                    self.counters["chunks_resubmitted"] += 1
+                    submit(index, avoid=worker)
+            if durations:
+                patience = max(STRAGGLER_MIN_S, STRAGGLER_FACTOR * max(durations))
+                for index, result in enumerate(results):
+                    copies = [(t, w) for i, w, t in pending.values() if i == index]
+                    if result is None and copies and submissions[index] <= self.max_chunk_retries:
+                        newest, worker = max(copies)
+                        if time.monotonic() - newest > patience:
+                            self.counters["chunks_resubmitted"] += 1
+                            submit(index, avoid=worker)
+        return results
 
     def pop_counters(self) -> dict[str, int]:
         """Restarts and resubmissions since the last call."""

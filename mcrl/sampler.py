@@ -92,7 +92,10 @@ class RolloutEngine:
         by task with equal counts (then each task costs one matrix product), else one per env."""
         if isinstance(params, Mapping):
             return {
-                k: torch.as_tensor(v, dtype=torch.float32).unsqueeze(0) for k, v in params.items()
+                k: torch.from_numpy(np.array(v, dtype=np.float32))[
+                    None
+                ]  # a copy: Ray's arrays are read-only
+                for k, v in params.items()
             }, 1
         positions = np.array([s.task_position for s in slots])
         used, counts = np.unique(positions, return_counts=True)
