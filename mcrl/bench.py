@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
+
 from mcrl.policies import make_policy, params_to_numpy
 from mcrl.sampler import LocalSampler
 from mcrl.tasks import TaskFamily, check_positive_int
@@ -38,8 +40,10 @@ def bench_sampler(
     tasks: int,
     episodes: int,
     repeats: int = 3,
-    per_task_params: bool = True,
+    backend: str = "local",
+    workers: int | None = None,
     native_vector: bool = True,
+    raw_steps_per_s: float | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Sampler env steps/s against the raw single-env loop, measured in the same run.
@@ -47,40 +51,56 @@ def bench_sampler(
     The sampler runs with one parameter set per task (as after adaptation, the harder case);
     its speed is the best of ``repeats`` phases after a warm-up phase that builds the envs.
     ``native_vector=False`` measures the generic path (one Gymnasium env per episode) even for
-    a family that ships a vectorised env.
+    a family that ships a vectorised env (local backend). ``raw_steps_per_s`` reuses a raw
+    measurement from the same run. With Ray, ``ray_overhead_ms`` is the phase's wall time
+    minus its slowest worker's collection time: weight broadcast, scheduling and gathering.
     """
     check_positive_int("tasks", tasks)
     check_positive_int("episodes", episodes)
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
     task_list = family.sample_tasks(tasks, seed=seed)
     probe = family.make_env(task_list[0])
     policy = make_policy(probe.observation_space, probe.action_space)
     probe.close()
-    params = params_to_numpy(policy.params())
-    param_sets = [params] * tasks if per_task_params else params
-    sampler = LocalSampler(family, policy, native_vector=native_vector)
+    param_sets = [params_to_numpy(policy.params())] * tasks
+    if backend == "local":
+        sampler: Any = LocalSampler(family, policy, native_vector=native_vector)
+    else:
+        from mcrl.ray_sampler import RaySampler
+
+        sampler = RaySampler(family, policy, workers=workers)
     sampler.sample(task_list, param_sets, episodes, seed=seed, iteration=0)  # warm-up: builds envs
-    best = 0.0
-    steps = 0
+    best, steps, overheads = 0.0, 0, []
     for rep in range(repeats):
         start = time.perf_counter()
         batches = sampler.sample(task_list, param_sets, episodes, seed=seed, iteration=rep + 1)
         elapsed = time.perf_counter() - start
         steps = sum(b.num_steps for b in batches)
         best = max(best, steps / elapsed)
+        overheads.append(getattr(sampler, "last_overhead_s", 0.0))
+    result: dict[str, Any] = {"family": family.name, "backend": backend}
+    if backend == "ray":
+        result |= {
+            "workers": sampler.num_workers,
+            "ray_overhead_ms": round(1000 * float(np.median(overheads)), 1),
+        }
+    else:
+        result["vector_env"] = (
+            "native" if native_vector and has_native_vector_env(family) else "serial"
+        )
     sampler.close()
-    raw = max(
-        raw_env_steps_per_s(family, min_steps=max(steps // 4, 2000), seed=seed)
-        for _ in range(repeats)
-    )
-    return {
-        "family": family.name,
-        "backend": "local",
-        "vector_env": "native" if native_vector and has_native_vector_env(family) else "serial",
+    if raw_steps_per_s is None:
+        raw_steps_per_s = max(
+            raw_env_steps_per_s(family, min_steps=max(steps // 4, 2000), seed=seed)
+            for _ in range(repeats)
+        )
+    return result | {
         "tasks": tasks,
         "episodes": episodes,
         "horizon": family.horizon,
         "steps_per_phase": steps,
         "sampler_steps_per_s": round(best, 1),
-        "raw_steps_per_s": round(raw, 1),
-        "ratio": round(best / raw, 3),
+        "raw_steps_per_s": round(raw_steps_per_s, 1),
+        "ratio": round(best / raw_steps_per_s, 3),
     }

@@ -43,26 +43,46 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
     from mcrl.bench import bench_sampler
 
     family = make_family(args.family)
-    result = bench_sampler(
-        family,
-        tasks=args.tasks,
-        episodes=args.episodes,
-        repeats=args.repeats,
-        native_vector=not args.serial,
-        seed=args.seed,
-    )
-    result["command"] = " ".join(["mcrl", *sys.argv[1:]])
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    table = Table(
-        title=f"sampler benchmark: {family.name}, {args.tasks} tasks x {args.episodes} episodes, {result['vector_env']} envs"
-    )
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for key in ("steps_per_phase", "sampler_steps_per_s", "raw_steps_per_s", "ratio"):
-        table.add_row(key, f"{result[key]:,}")
-    console.print(table)
+    command = " ".join(["mcrl", *sys.argv[1:]])
+    worker_counts = args.workers if args.backend == "ray" else [None]
+    raw = None
+    for workers in worker_counts:
+        result = bench_sampler(
+            family,
+            tasks=args.tasks,
+            episodes=args.episodes,
+            repeats=args.repeats,
+            backend=args.backend,
+            workers=workers,
+            native_vector=not args.serial,
+            raw_steps_per_s=raw,
+            seed=args.seed,
+        )
+        raw = result["raw_steps_per_s"]  # measured once, shared by every worker count
+        result["command"] = command
+        if args.json:
+            print(json.dumps(result), flush=True)
+            continue
+        setting = (
+            f"ray, {result['workers']} workers"
+            if args.backend == "ray"
+            else f"local, {result['vector_env']} envs"
+        )
+        table = Table(
+            title=f"sampler benchmark: {family.name}, {args.tasks} tasks x {args.episodes} episodes, {setting}"
+        )
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        for key in (
+            "steps_per_phase",
+            "sampler_steps_per_s",
+            "raw_steps_per_s",
+            "ratio",
+            "ray_overhead_ms",
+        ):
+            if key in result:
+                table.add_row(key, f"{result[key]:,}")
+        console.print(table)
     return 0
 
 
@@ -132,12 +152,22 @@ def build_parser() -> argparse.ArgumentParser:
     sampler.add_argument("--episodes", type=int, default=10)
     sampler.add_argument("--repeats", type=int, default=3, help="timed phases; the best counts")
     sampler.add_argument("--seed", type=int, default=0)
+    sampler.add_argument("--backend", choices=["local", "ray"], default="local")
+    sampler.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="Ray worker counts to measure, e.g. 1 2 4 8 16",
+    )
+    sampler.add_argument(
+        "--json", action="store_true", help="print one JSON object per measurement"
+    )
     sampler.add_argument(
         "--serial",
         action="store_true",
         help="one Gymnasium env per episode even if the family ships a vectorised env",
     )
-    sampler.add_argument("--json", action="store_true", help="print one JSON object")
     sampler.set_defaults(handler=_bench)
     return parser
 

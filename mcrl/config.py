@@ -85,6 +85,11 @@ class LearnerConfig:
     """Compute all tasks' inner gradients with one batched backward (true) or one per task."""
     num_threads: int | None = positive(None)
     """Torch intra-op threads for the learner; default: the CPUs this process may use."""
+    placement: Literal["auto", "driver", "ray"] = "auto"
+    """Where the learner runs: ``auto`` is the driver, unless the driver has no CUDA device and
+    ``num_gpus`` > 0; then a Ray actor on a cluster node with GPUs."""
+    num_gpus: float = non_negative(0.0)
+    """GPUs for a learner that runs as a Ray actor."""
 
 
 @dataclass

@@ -84,11 +84,15 @@ def connect_ray(
     Returns whether this call started Ray. An embedded Ray gets a bounded object store and no
     dashboard unless asked; a cluster's own resources are never overridden.
     """
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if not address:
+        # A one-machine Ray stays on loopback (no firewall prompts, no traffic to the machine's
+        # network address). Ray reads this when it is first imported, so set it before.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if ray.is_initialized():
         return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         if address != "auto" and not address.startswith("ray://"):
             _check_reachable(address)
@@ -100,7 +104,6 @@ def connect_ray(
             include_dashboard=dashboard,
             object_store_memory=object_store_mb * 2**20,
             logging_level="WARNING",
-            _node_ip_address="127.0.0.1",  # a one-machine Ray stays on loopback
         )
     return True
 
@@ -126,12 +129,12 @@ class RaySampler:
         worker_max_restarts: int = 3,
         object_store_mb: int = 512,
     ):
-        import ray
-
         self.family = family
         self.timeout_s = timeout_s
         self.max_chunk_retries = max_chunk_retries
-        connect_ray(address, num_cpus=workers, object_store_mb=object_store_mb)
+        connect_ray(address, object_store_mb=object_store_mb)  # before Ray is imported here
+        import ray
+
         cluster_cpus = int(ray.cluster_resources().get("CPU", 0))
         wanted = workers or cluster_cpus
         if cluster_cpus < 1:

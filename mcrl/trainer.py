@@ -33,8 +33,9 @@ from rich.progress import (
 from mcrl.config import ConfigError, TrainConfig, apply_overrides, from_dict, load_config, to_dict
 from mcrl.evaluation import evaluate_adaptation
 from mcrl.learner import MetaLearner, NonFiniteLossError
+from mcrl.placement import RayLearner, learner_placement
 from mcrl.policies import make_policy
-from mcrl.ray_sampler import RaySampler, SamplingError
+from mcrl.ray_sampler import RaySampler, SamplingError, connect_ray
 from mcrl.sampler import LocalSampler
 from mcrl.tasks import TaskFamily, make_family
 from mcrl.threads import available_cpus, configure_torch_threads
@@ -81,8 +82,8 @@ def build_family(config: TrainConfig) -> TaskFamily:
     return make_family(config.family, **kwargs)
 
 
-def build_learner(config: TrainConfig, family: TaskFamily) -> MetaLearner:
-    """θ initialised from the run seed, for the family's spaces."""
+def build_learner(config: TrainConfig, family: TaskFamily) -> MetaLearner | RayLearner:
+    """θ initialised from the run seed, for the family's spaces, placed per ``learner.placement``."""
     probe = family.make_env(family.sample_tasks(1, seed=0)[0])
     torch.manual_seed(config.seed)
     p = config.policy
@@ -90,6 +91,9 @@ def build_learner(config: TrainConfig, family: TaskFamily) -> MetaLearner:
         probe.observation_space, probe.action_space, p.hidden_sizes, p.activation, p.init_log_std
     )
     probe.close()
+    if learner_placement(config.learner, torch.cuda.is_available()) == "ray":
+        connect_ray(config.sampler.address, object_store_mb=config.sampler.object_store_mb)
+        return RayLearner(policy, config, num_gpus=config.learner.num_gpus)
     return MetaLearner(policy, config)
 
 
@@ -275,12 +279,11 @@ class Trainer:
             if step < cfg.inner_steps:
                 pre.append(prepared)
         return_post = float(np.mean([b.returns.mean() for b in batches]))
+        if it % cfg.log_every == 0 or it + 1 == cfg.iterations:
+            self._save_affinity(it, tasks, pre[0])  # at the θ that sampled these episodes
         with timed("meta_step"):
             losses = self.learner.meta_step(pre, prepared)
         self.env_steps += steps
-
-        if it % cfg.log_every == 0 or it + 1 == cfg.iterations:
-            self._save_affinity(it, tasks, pre[0])
         row: dict[str, Any] = {
             "iteration": it,
             "env_steps": self.env_steps,

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
+import os
+
+# Every Ray process the tests start stays on loopback (set before Ray is imported).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import numpy as np  # noqa: E402
 import pytest
 import torch
 

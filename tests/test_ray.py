@@ -31,7 +31,6 @@ def ray_session():
         include_dashboard=False,
         object_store_memory=200 * 2**20,
         logging_level="ERROR",
-        _node_ip_address="127.0.0.1",
     )
     yield
     ray.shutdown()
@@ -211,3 +210,70 @@ def test_a_node_removed_mid_run_costs_no_episodes(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resubmitted 1" in result.stdout
+
+
+# -- learner placement --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("placement", "num_gpus", "cuda", "expected"),
+    [
+        ("auto", 0, False, "driver"),  # CPU everywhere: learn in the driver
+        ("auto", 0, True, "driver"),  # the driver's GPU
+        ("auto", 1, True, "driver"),  # the driver has a GPU: use it, no actor
+        ("auto", 1, False, "ray"),  # a cluster whose driver has none: an actor on a GPU node
+        ("ray", 0, False, "ray"),
+        ("driver", 1, False, "driver"),
+    ],
+)
+def test_learner_placement_rules(placement, num_gpus, cuda, expected):
+    from mcrl.config import LearnerConfig
+    from mcrl.placement import learner_placement
+
+    assert (
+        learner_placement(LearnerConfig(placement=placement, num_gpus=num_gpus), cuda) == expected
+    )
+
+
+def test_a_learner_in_a_ray_actor_trains_exactly_like_one_in_the_driver(ray_session, tmp_path):
+    base = [
+        "sampler.backend=local",
+        "horizon=10",
+        "meta_batch_size=3",
+        "episodes_per_task=2",
+        "iterations=2",
+        "policy.hidden_sizes=[8]",
+        "eval_every=2",
+        "eval_tasks=2",
+        "outer_epochs=2",
+    ]
+    local = mcrl.train(mcrl.load_config(None, base), tmp_path / "driver")
+    remote = mcrl.train(
+        mcrl.load_config(None, [*base, "learner.placement=ray"]), tmp_path / "actor"
+    )
+    assert type(remote.learner).__name__ == "RayLearner"
+    for (name, a), b in zip(
+        local.learner.state_dict()["policy"].items(),
+        remote.learner.state_dict()["policy"].values(),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+    assert local.latest_eval["returns"] == pytest.approx(remote.latest_eval["returns"], rel=1e-4)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_the_learner_uses_the_driver_gpu(tmp_path):
+    trainer = mcrl.train(
+        mcrl.load_config(
+            None,
+            [
+                "sampler.backend=local",
+                "iterations=1",
+                "meta_batch_size=2",
+                "episodes_per_task=2",
+                "horizon=10",
+                "eval_every=0",
+            ],
+        ),
+        tmp_path / "gpu",
+    )
+    assert trainer.learner.device.type == "cuda"
+    assert next(trainer.learner.policy.parameters()).is_cuda
