@@ -30,10 +30,6 @@ def raw_env_steps_per_s(family: TaskFamily, *, min_steps: int, seed: int = 0) ->
     return min_steps / elapsed
 
 
-def has_native_vector_env(family: TaskFamily) -> bool:
-    return type(family).make_vector_env is not TaskFamily.make_vector_env
-
-
 def bench_sampler(
     family: TaskFamily,
     *,
@@ -87,7 +83,7 @@ def bench_sampler(
         }
     else:
         result["vector_env"] = (
-            "native" if native_vector and has_native_vector_env(family) else "serial"
+            "native" if native_vector and family.has_native_vector_env else "serial"
         )
     sampler.close()
     if raw_steps_per_s is None:

@@ -24,6 +24,9 @@ from mcrl.vector_env import SerialTaskVectorEnv, TaskVectorEnv
 
 ParamSets = Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]]
 
+# Envs stepped one by one are collected in groups of at most this many (cache-friendly).
+SERIAL_GROUP = 64
+
 
 def episode_rng(
     seed: int, iteration: int, phase: int, task_index: int, episode: int
@@ -115,7 +118,44 @@ class RolloutEngine:
         iteration: int,
         phase: int,
     ) -> dict[str, np.ndarray]:
-        """Collect the episodes ``slots``; returns arrays ``[horizon, len(slots), ...]``."""
+        """Collect the episodes ``slots``; returns arrays ``[horizon, len(slots), ...]``.
+
+        Envs stepped one by one (no native vector env) go in groups of at most
+        ``SERIAL_GROUP`` at a time: hundreds of MuJoCo models stepped round-robin fall out of
+        the CPU caches (measured: 67 µs against 55 µs per HalfCheetah step at 800 vs 64 envs).
+        """
+        group = self._group_size(slots)
+        if group < len(slots):
+            parts = [
+                self._run(
+                    tasks, params, slots[i : i + group], seed=seed, iteration=iteration, phase=phase
+                )
+                for i in range(0, len(slots), group)
+            ]
+            return {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
+        return self._run(tasks, params, slots, seed=seed, iteration=iteration, phase=phase)
+
+    def _group_size(self, slots: Sequence[EpisodeSlot]) -> int:
+        if self.native_vector and self.family.has_native_vector_env:
+            return len(slots)
+        per_task = sum(s.task_position == slots[0].task_position for s in slots)
+        # Whole tasks per group where they fit, so that each task keeps one matrix product.
+        return (
+            max(1, SERIAL_GROUP // per_task) * per_task
+            if per_task <= SERIAL_GROUP
+            else SERIAL_GROUP
+        )
+
+    def _run(
+        self,
+        tasks: Sequence[Task],
+        params: ParamSets,
+        slots: Sequence[EpisodeSlot],
+        *,
+        seed: int,
+        iteration: int,
+        phase: int,
+    ) -> dict[str, np.ndarray]:
         horizon = self.family.horizon
         env_tasks = [tasks[s.task_position] for s in slots]
         env = self._envs_for(env_tasks)

@@ -307,6 +307,11 @@ class TaskFamily(abc.ABC):
     def set_task(self, env: gym.Env, task: Task) -> None:
         """Re-target ``env`` (built by :meth:`make_env`) to ``task`` without rebuilding it."""
 
+    @property
+    def has_native_vector_env(self) -> bool:
+        """Whether the family overrides :meth:`make_vector_env` with its own vectorised env."""
+        return type(self).make_vector_env is not TaskFamily.make_vector_env
+
     def make_vector_env(self, tasks: Sequence[Task]) -> TaskVectorEnv:
         """Envs for a batch of episodes, one task each, stepped together."""
         from mcrl.vector_env import SerialTaskVectorEnv
