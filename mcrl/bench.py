@@ -6,7 +6,9 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 
+from mcrl.config import TrainConfig
 from mcrl.policies import make_policy, params_to_numpy
 from mcrl.sampler import LocalSampler
 from mcrl.tasks import TaskFamily, check_positive_int
@@ -99,4 +101,54 @@ def bench_sampler(
         "sampler_steps_per_s": round(best, 1),
         "raw_steps_per_s": round(raw_steps_per_s, 1),
         "ratio": round(best / raw_steps_per_s, 3),
+    }
+
+
+def bench_learner(config: TrainConfig, *, repeats: int = 3) -> dict[str, Any]:
+    """Milliseconds per meta-step (all ``outer_epochs``) on one iteration's real episodes."""
+    from mcrl.trainer import build_family, build_learner
+
+    family = build_family(config)
+    learner = build_learner(config, family)
+    sampler = LocalSampler(family, learner.policy)
+    tasks = family.sample_tasks(config.meta_batch_size, seed=config.seed)
+    pre = [
+        learner.prepare(
+            sampler.sample(
+                tasks,
+                learner.theta_numpy(),
+                config.episodes_per_task,
+                seed=config.seed,
+                iteration=0,
+            )
+        )
+    ]
+    post_batches = sampler.sample(
+        tasks,
+        learner.adapted_params(pre),
+        config.episodes_per_task,
+        seed=config.seed,
+        iteration=0,
+        phase=1,
+    )
+    post = learner.prepare(post_batches)
+    state = learner.state_dict()
+    timings = []
+    for _ in range(repeats + 1):  # the first is a warm-up
+        learner.load_state_dict(state)
+        start = time.perf_counter()
+        learner.meta_step(pre, post)
+        timings.append(time.perf_counter() - start)
+    return {
+        "family": family.name,
+        "tasks": config.meta_batch_size,
+        "episodes": config.episodes_per_task,
+        "horizon": family.horizon,
+        "curvature": config.curvature,
+        "first_order": config.first_order,
+        "task_batching": config.learner.task_batching,
+        "outer_epochs": config.outer_epochs,
+        "device": str(learner.device),
+        "threads": torch.get_num_threads(),
+        "ms_per_meta_step": round(1000 * float(np.median(timings[1:])), 1),
     }

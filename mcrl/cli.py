@@ -86,6 +86,28 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _bench_learner(args: argparse.Namespace, console: Console) -> int:
+    from mcrl.bench import bench_learner
+    from mcrl.config import load_config
+    from mcrl.threads import available_cpus, configure_torch_threads
+
+    config = load_config(args.config, args.set)
+    configure_torch_threads(config.learner.num_threads or available_cpus())
+    result = bench_learner(config, repeats=args.repeats) | {
+        "command": " ".join(["mcrl", *sys.argv[1:]])
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        table = Table(title="learner benchmark")
+        table.add_column("setting")
+        table.add_column("value", justify="right")
+        for key, value in result.items():
+            table.add_row(key, str(value))
+        console.print(table)
+    return 0
+
+
 def _train(args: argparse.Namespace, console: Console) -> int:
     from mcrl.config import load_config
     from mcrl.trainer import Trainer
@@ -169,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="one Gymnasium env per episode even if the family ships a vectorised env",
     )
     sampler.set_defaults(handler=_bench)
+    learner = bench_kinds.add_parser("learner", help="milliseconds per meta-step on real episodes")
+    learner.add_argument("config", help="YAML config giving the family, sizes and learner settings")
+    learner.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    learner.add_argument("--repeats", type=int, default=3)
+    learner.add_argument("--json", action="store_true")
+    learner.set_defaults(handler=_bench_learner)
     return parser
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from mcrl.learner import MetaLearner
-    from mcrl.sampler import LocalSampler
+    from mcrl.sampler import Sampler
     from mcrl.tasks import TaskFamily
 
 # Evaluation episodes use their own phases, so they never share randomness with training.
@@ -26,7 +26,7 @@ def mean_and_ci95(values: np.ndarray) -> tuple[float, float]:
 
 def evaluate_adaptation(
     learner: MetaLearner,
-    sampler: LocalSampler,
+    sampler: Sampler,
     family: TaskFamily,
     *,
     split: str,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -26,6 +27,25 @@ ParamSets = Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]]
 
 # Envs stepped one by one are collected in groups of at most this many (cache-friendly).
 SERIAL_GROUP = 64
+
+
+class Sampler(Protocol):
+    """What the trainer and the evaluation need of a sampler (local or Ray)."""
+
+    def sample(
+        self,
+        tasks: Sequence[Task],
+        params: ParamSets,
+        episodes_per_task: int,
+        *,
+        seed: int,
+        iteration: int,
+        phase: int = 0,
+    ) -> list[EpisodeBatch]: ...
+
+    def pop_counters(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...
 
 
 def episode_rng(

@@ -34,9 +34,9 @@ from mcrl.config import ConfigError, TrainConfig, apply_overrides, from_dict, lo
 from mcrl.evaluation import evaluate_adaptation
 from mcrl.learner import MetaLearner, NonFiniteLossError
 from mcrl.placement import RayLearner, learner_placement
-from mcrl.policies import make_policy
+from mcrl.policies import MLPPolicy, make_policy
 from mcrl.ray_sampler import RaySampler, SamplingError, connect_ray
-from mcrl.sampler import LocalSampler
+from mcrl.sampler import LocalSampler, Sampler
 from mcrl.tasks import TaskFamily, make_family
 from mcrl.threads import available_cpus, configure_torch_threads
 
@@ -97,7 +97,7 @@ def build_learner(config: TrainConfig, family: TaskFamily) -> MetaLearner | RayL
     return MetaLearner(policy, config)
 
 
-def build_sampler(config: TrainConfig, family: TaskFamily, policy) -> LocalSampler | RaySampler:
+def build_sampler(config: TrainConfig, family: TaskFamily, policy: MLPPolicy) -> Sampler:
     s = config.sampler
     if s.backend == "local":
         return LocalSampler(family, policy)

@@ -20,6 +20,22 @@ def nav():
     return mcrl.make_family("Navigation2D")
 
 
+def tiny_config(*overrides: str):
+    """A config small enough for a test to train in seconds (local sampler unless overridden)."""
+    base = [
+        "sampler.backend=local",
+        "horizon=10",
+        "meta_batch_size=3",
+        "episodes_per_task=2",
+        "iterations=2",
+        "policy.hidden_sizes=[8]",
+        "eval_every=2",
+        "eval_tasks=2",
+        "outer_epochs=2",
+    ]
+    return mcrl.load_config(None, [*base, *overrides])
+
+
 def make_policy_for(family, seed: int = 0):
     torch.manual_seed(seed)
     env = family.make_env(family.sample_tasks(1, seed=0)[0])

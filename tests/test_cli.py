@@ -57,3 +57,29 @@ def test_bad_cli_input_is_one_line_and_exit_2(capsys, args, message):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_learner_reports_ms_per_meta_step(capsys, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "family: Navigation2D\nhorizon: 10\nmeta_batch_size: 2\nepisodes_per_task: 2\npolicy: {hidden_sizes: [8]}\n"
+    )
+    assert (
+        main(
+            [
+                "bench",
+                "learner",
+                str(config),
+                "--set",
+                "learner.task_batching=false",
+                "--repeats",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert (
+        result["ms_per_meta_step"] > 0 and result["task_batching"] is False and result["tasks"] == 2
+    )

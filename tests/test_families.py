@@ -10,7 +10,7 @@ import pytest
 
 import mcrl
 from mcrl.gym_family import EnvParam, GymFamily, declare_family
-from tests.conftest import make_policy_for
+from tests.conftest import make_policy_for, tiny_config
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
@@ -188,15 +188,10 @@ def test_every_family_meta_trains_for_an_iteration(tmp_path, name):
     overrides = [
         f"family={name}",
         "iterations=1",
-        "sampler.backend=local",
         "meta_batch_size=2",
-        "episodes_per_task=2",
-        "horizon=10",
-        "policy.hidden_sizes=[8]",
         "eval_every=1",
-        "eval_tasks=2",
         "outer_epochs=1",
     ]
-    trainer = mcrl.train(mcrl.load_config(None, overrides), tmp_path / "run")
+    trainer = mcrl.train(tiny_config(*overrides), tmp_path / "run")
     evaluation = trainer.latest_eval
     assert all(np.isfinite(evaluation["returns"])) and len(evaluation["returns"]) == 2

@@ -17,7 +17,7 @@ import ray
 import mcrl
 import tests.ray_helpers as helpers
 from mcrl.ray_sampler import RaySampler, SamplingError
-from tests.conftest import make_policy_for, perturbed_params
+from tests.conftest import make_policy_for, perturbed_params, tiny_config
 from tests.test_sampler import assert_same_batches
 
 cloudpickle.register_pickle_by_value(helpers)
@@ -110,18 +110,7 @@ def test_more_workers_than_cpus_warns_and_uses_what_exists(make_ray_sampler):
 
 
 def test_train_runs_end_to_end_on_the_ray_backend(ray_session, tmp_path):
-    overrides = [
-        "sampler.backend=ray",
-        "sampler.workers=2",
-        "horizon=10",
-        "meta_batch_size=3",
-        "episodes_per_task=2",
-        "iterations=2",
-        "policy.hidden_sizes=[8]",
-        "eval_every=2",
-        "eval_tasks=2",
-    ]
-    trainer = mcrl.train(mcrl.load_config(None, overrides), tmp_path / "run")
+    trainer = mcrl.train(tiny_config("sampler.backend=ray", "sampler.workers=2"), tmp_path / "run")
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3 and "worker_restarts" in rows[0] and "chunks_resubmitted" in rows[0]
     assert np.isfinite(trainer.latest_eval["returns"]).all()
@@ -234,21 +223,8 @@ def test_learner_placement_rules(placement, num_gpus, cuda, expected):
 
 
 def test_a_learner_in_a_ray_actor_trains_exactly_like_one_in_the_driver(ray_session, tmp_path):
-    base = [
-        "sampler.backend=local",
-        "horizon=10",
-        "meta_batch_size=3",
-        "episodes_per_task=2",
-        "iterations=2",
-        "policy.hidden_sizes=[8]",
-        "eval_every=2",
-        "eval_tasks=2",
-        "outer_epochs=2",
-    ]
-    local = mcrl.train(mcrl.load_config(None, base), tmp_path / "driver")
-    remote = mcrl.train(
-        mcrl.load_config(None, [*base, "learner.placement=ray"]), tmp_path / "actor"
-    )
+    local = mcrl.train(tiny_config(), tmp_path / "driver")
+    remote = mcrl.train(tiny_config("learner.placement=ray"), tmp_path / "actor")
     assert type(remote.learner).__name__ == "RayLearner"
     for (name, a), b in zip(
         local.learner.state_dict()["policy"].items(),
