@@ -75,6 +75,8 @@ class SamplerConfig:
     """Re-submissions of a chunk whose worker died or raised before the run stops."""
     object_store_mb: int = positive(512)
     """Object store size of an embedded Ray, in MiB."""
+    dashboard: bool = False
+    """Start the Ray dashboard with an embedded Ray."""
 
 
 @dataclass

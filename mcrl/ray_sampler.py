@@ -128,11 +128,14 @@ class RaySampler:
         max_chunk_retries: int = 3,
         worker_max_restarts: int = 3,
         object_store_mb: int = 512,
+        dashboard: bool = False,
     ):
         self.family = family
         self.timeout_s = timeout_s
         self.max_chunk_retries = max_chunk_retries
-        connect_ray(address, object_store_mb=object_store_mb)  # before Ray is imported here
+        connect_ray(
+            address, object_store_mb=object_store_mb, dashboard=dashboard
+        )  # before Ray is imported here
         import ray
 
         cluster_cpus = int(ray.cluster_resources().get("CPU", 0))

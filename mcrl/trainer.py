@@ -109,6 +109,7 @@ def build_sampler(config: TrainConfig, family: TaskFamily, policy: MLPPolicy) ->
         timeout_s=s.timeout_s,
         max_chunk_retries=s.max_chunk_retries,
         object_store_mb=s.object_store_mb,
+        dashboard=s.dashboard,
     )
 
 
