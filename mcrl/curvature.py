@@ -40,20 +40,23 @@ class Curvature(nn.Module, abc.ABC):
 
     def stats(self) -> dict[str, float]:
         """Summary numbers for the metrics: how far C has moved from the identity."""
-        if not list(self.parameters()):
+        params = dict(self.named_parameters())
+        if not params:
             return {"curvature_rms_from_identity": 0.0, "curvature_mean_diagonal": 1.0}
         with torch.no_grad():
-            deviations = [
-                (p - torch.eye(p.shape[0], device=p.device) if p.dim() == 2 else p - 1).norm()
-                / (p.numel() ** 0.5)
-                for p in self.parameters()
-            ]
-            diagonals = torch.cat(
-                [(p.diagonal() if p.dim() == 2 else p).flatten() for p in self.parameters()]
-            )
+            deviations, diagonals = [], []
+            for name, p in params.items():
+                if name.startswith(("out_factors.", "in_factors.")):  # Kronecker factor matrices
+                    deviations.append(
+                        (p - torch.eye(p.shape[0], device=p.device)).norm() / p.numel() ** 0.5
+                    )
+                    diagonals.append(p.diagonal())
+                else:  # element-wise scales
+                    deviations.append((p - 1).norm() / p.numel() ** 0.5)
+                    diagonals.append(p.flatten())
         return {
             "curvature_rms_from_identity": float(torch.stack(deviations).mean()),
-            "curvature_mean_diagonal": float(diagonals.mean()),
+            "curvature_mean_diagonal": float(torch.cat(diagonals).mean()),
         }
 
 

@@ -116,8 +116,10 @@ class MetaObjective(nn.Module):
         distribution = self.policy.distribution(params, data.observations)
         logp = self.policy.log_prob_of(distribution, data.actions)
         losses = inner_loss_from_log_probs(logp, data, self.config.inner_estimator)
+        # retain_graph: the distribution (and the losses) stay differentiable for the KL term
+        # even when the gradient itself is not (first_order).
         grads = torch.autograd.grad(
-            losses.sum(), [params[n] for n in names], create_graph=create_graph
+            losses.sum(), [params[n] for n in names], create_graph=create_graph, retain_graph=True
         )
         return InnerGradients(dict(zip(names, grads, strict=True)), losses, distribution)
 

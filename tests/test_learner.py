@@ -287,3 +287,16 @@ def test_meta_step_moves_theta_and_curvature_and_reports_named_terms():
     assert any(
         not torch.equal(a, b) for a, b in zip(before_c, learner.curvature.parameters(), strict=True)
     )
+
+
+@pytest.mark.parametrize("kind", ["identity", "diagonal", "kronecker"])
+def test_curvature_stats_start_at_the_identity_and_move_with_c(kind):
+    policy = GaussianMLPPolicy(3, 2, hidden_sizes=(5, 4))
+    curvature = make_curvature(kind, policy.params())
+    assert curvature.stats() == {"curvature_rms_from_identity": 0.0, "curvature_mean_diagonal": 1.0}
+    if kind != "identity":
+        with torch.no_grad():
+            for p in curvature.parameters():
+                p.mul_(2.0)
+        assert curvature.stats()["curvature_mean_diagonal"] == pytest.approx(2.0)
+        assert curvature.stats()["curvature_rms_from_identity"] > 0

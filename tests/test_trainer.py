@@ -69,6 +69,26 @@ def test_resume_continues_exactly(tmp_path, schedule):
     )
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ("first_order=true",),
+        ("first_order=true", "alignment_weight=0.1"),
+        ("alignment_weight=0.1", "alignment_estimator=split"),
+        ("inner_steps=2", "curvature=diagonal"),
+        ("inner_estimator=dice", "schedule=joint"),
+        ("curvature=identity", "inner_estimator=vpg"),
+    ],
+)
+def test_every_learner_setting_trains(tmp_path, settings):
+    trainer = mcrl.train(tiny_config(*settings), tmp_path / "run")
+    rows = read_metrics(tmp_path / "run")
+    assert len(rows) == 2 and all(
+        np.isfinite(float(rows[-1][k])) for k in ("loss_outer", "kl_inner", "return_post")
+    )
+    assert np.isfinite(trainer.latest_eval["returns"]).all()
+
+
 def test_run_directory_has_every_file(tmp_path):
     run = tmp_path / "run"
     mcrl.train(tiny_config(), run)
