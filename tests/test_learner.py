@@ -27,22 +27,12 @@ def tiny_data(num_tasks=3, episodes=4, horizon=6, seed=0):
     theta = {k: v.detach().numpy() for k, v in policy.params().items()}
     cfg = TrainConfig()
     pre_batches = sampler.sample(tasks, theta, episodes, seed=seed, iteration=0)
-    pre2_batches = sampler.sample(
-        tasks,
-        perturbed_params(policy, num_tasks, 0.05, seed=1),
-        episodes,
-        seed=seed,
-        iteration=0,
-        phase=1,
-    )
-    post_batches = sampler.sample(
-        tasks,
-        perturbed_params(policy, num_tasks, 0.05, seed=2),
-        episodes,
-        seed=seed,
-        iteration=0,
-        phase=2,
-    )
+
+    def sample_near_theta(noise_seed, phase):
+        params = perturbed_params(policy, num_tasks, 0.05, seed=noise_seed)
+        return sampler.sample(tasks, params, episodes, seed=seed, iteration=0, phase=phase)
+
+    pre2_batches, post_batches = sample_near_theta(1, 1), sample_near_theta(2, 2)
 
     def tensors(batches):
         t = TaskTensors.from_batches(batches, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda)
