@@ -108,6 +108,28 @@ def _bench_learner(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace, console: Console) -> int:
+    from mcrl.evaluation import evaluate_checkpoint
+
+    record, run_dir = evaluate_checkpoint(
+        args.path, split=args.split, num_tasks=args.tasks, steps=args.steps, episodes=args.episodes
+    )
+    (run_dir / "eval.json").write_text(json.dumps(record, indent=2))
+    if args.json:
+        print(json.dumps(record))
+        return 0
+    table = Table(
+        title=f"{record['family']} at iteration {record['iteration']}: {record['tasks']} {record['split']} tasks",
+        caption=f"written to {run_dir / 'eval.json'}",
+    )
+    for column in ("adaptation steps", "mean return", "95% CI"):
+        table.add_column(column, justify="right")
+    for k, (mean, ci) in enumerate(zip(record["returns"], record["ci95"], strict=True)):
+        table.add_row(str(k), f"{mean:.2f}", f"± {ci:.2f}")
+    console.print(table)
+    return 0
+
+
 def _train(args: argparse.Namespace, console: Console) -> int:
     from mcrl.config import load_config
     from mcrl.trainer import Trainer
@@ -163,6 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--ray-address", help="join this Ray cluster (HOST:PORT or auto) instead of an embedded Ray"
     )
     train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="held-out return after 0..K adaptation steps")
+    evaluate.add_argument("path", help="run directory (its latest checkpoint) or a checkpoint file")
+    evaluate.add_argument("--split", choices=["test", "ood", "train"], default="test")
+    evaluate.add_argument(
+        "--tasks", type=int, help="tasks to evaluate on (default: the run's eval_tasks)"
+    )
+    evaluate.add_argument("--steps", type=int, default=3, help="adaptation steps K (default 3)")
+    evaluate.add_argument(
+        "--episodes", type=int, help="episodes per task per step (default: the run's)"
+    )
+    evaluate.add_argument("--json", action="store_true", help="print the eval.json record")
+    evaluate.set_defaults(handler=_evaluate)
 
     bench = commands.add_parser("bench", help="measure speed")
     bench_kinds = bench.add_subparsers(dest="what", required=True)

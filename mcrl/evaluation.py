@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -63,3 +64,59 @@ def evaluate_adaptation(
         "ci95": [c for _, c in stats],
         "env_steps": env_steps,
     }
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    *,
+    split: str = "test",
+    num_tasks: int | None = None,
+    steps: int = 3,
+    episodes: int | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """Evaluate a run directory's latest checkpoint (or a checkpoint file) in-process.
+
+    Returns the ``eval.json`` record and the run directory it belongs in. Defaults: the run's
+    ``eval_tasks`` tasks and ``episodes_per_task`` episodes, 3 adaptation steps (MAML's 0..3).
+    """
+    from mcrl.config import TrainConfig, from_dict
+    from mcrl.sampler import LocalSampler
+    from mcrl.tasks import check_positive_int
+    from mcrl.trainer import build_family, build_learner, load_checkpoint
+
+    path = Path(path)
+    state = load_checkpoint(path)
+    config = from_dict(TrainConfig, state["config"])
+    config.learner.placement = "driver"  # evaluation is small: no learner actor
+    family = build_family(config)
+    learner = build_learner(config, family)
+    learner.load_state_dict(state["learner"])
+    sampler = LocalSampler(family, learner.policy)
+    try:
+        record = evaluate_adaptation(
+            learner,
+            sampler,
+            family,
+            split=split,
+            num_tasks=check_positive_int("tasks", num_tasks or config.eval_tasks),
+            steps=check_non_negative_int("steps", steps),
+            episodes=check_positive_int("episodes", episodes or config.episodes_per_task),
+            seed=config.seed,
+        )
+    finally:
+        sampler.close()
+    record |= {"family": family.name, "iteration": state["iteration"], "checkpoint": str(path)}
+    run_dir = (
+        path
+        if path.is_dir()
+        else path.parent.parent
+        if path.parent.name == "checkpoints"
+        else path.parent
+    )
+    return record, run_dir
+
+
+def check_non_negative_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return value

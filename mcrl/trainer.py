@@ -65,8 +65,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for truncated or foreign files
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ValueError(
-            f"checkpoint {str(path)!r} is unreadable (truncated or not an mcrl checkpoint): {exc}"
+            f"checkpoint {str(path)!r} is unreadable (truncated or not an mcrl checkpoint): {first_line}"
         ) from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(

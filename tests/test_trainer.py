@@ -237,3 +237,48 @@ def test_config_file_errors_name_the_file(tmp_path):
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must hold a mapping"):
         load_config(bad)
+
+
+def test_evaluate_writes_eval_json_with_k_plus_one_entries(tmp_path, capsys):
+    from mcrl.cli import main
+
+    run = tmp_path / "run"
+    mcrl.train(tiny_config(), run)
+    (run / "eval.json").unlink()
+    assert (
+        main(["evaluate", str(run), "--split", "ood", "--tasks", "3", "--steps", "2", "--json"])
+        == 0
+    )
+    printed = json.loads(capsys.readouterr().out)
+    written = json.loads((run / "eval.json").read_text())
+    assert printed == written
+    assert {"returns", "ci95", "split", "tasks", "steps", "env_steps"} <= set(written)
+    assert (
+        len(written["returns"]) == len(written["ci95"]) == 3
+        and written["split"] == "ood"
+        and written["tasks"] == 3
+    )
+    assert np.isfinite(written["returns"]).all() and written["env_steps"] > 0
+
+
+@pytest.mark.parametrize(
+    ("make_bad", "message"),
+    [
+        (lambda run: None, "does not exist"),
+        (
+            lambda run: (
+                (run / "checkpoints").mkdir(parents=True)
+                or (run / "checkpoints" / "latest.pt").write_bytes(b"garbage")
+            ),
+            "unreadable",
+        ),
+    ],
+)
+def test_evaluate_refuses_missing_or_corrupt_checkpoints(tmp_path, capsys, make_bad, message):
+    from mcrl.cli import main
+
+    run = tmp_path / "run"
+    make_bad(run)
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
