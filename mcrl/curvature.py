@@ -40,7 +40,7 @@ class Curvature(nn.Module, abc.ABC):
 
     def stats(self) -> dict[str, float]:
         """Summary numbers for the metrics: how far C has moved from the identity."""
-        params = dict(self.named_parameters())
+        params = {name: p.detach() for name, p in self.named_parameters()}
         if not params:
             return {"curvature_rms_from_identity": 0.0, "curvature_mean_diagonal": 1.0}
         with torch.no_grad():
