@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -50,29 +49,3 @@ class EpisodeBatch:
     @property
     def num_steps(self) -> int:
         return int(self.mask.sum())
-
-    def episodes(self, index: slice | np.ndarray) -> EpisodeBatch:
-        """A batch with a subset of the episodes (same task)."""
-        return EpisodeBatch(self.task, **{k: getattr(self, k)[:, index] for k in self._ARRAYS})
-
-    @staticmethod
-    def concatenate(batches: Sequence[EpisodeBatch]) -> EpisodeBatch:
-        """Episodes of several batches of the same task, side by side."""
-        tasks = {b.task for b in batches}
-        if len(tasks) != 1:
-            raise ValueError(f"can only concatenate batches of one task, got {len(tasks)} tasks")
-        return EpisodeBatch(
-            batches[0].task,
-            **{
-                k: np.concatenate([getattr(b, k) for b in batches], axis=1)
-                for k in EpisodeBatch._ARRAYS
-            },
-        )
-
-    def allclose(self, other: EpisodeBatch, **kwargs) -> bool:
-        """Same task and numerically equal arrays (for equivalence tests across backends)."""
-        return self.task == other.task and all(
-            np.allclose(getattr(self, f.name), getattr(other, f.name), **kwargs)
-            for f in fields(self)
-            if f.name in self._ARRAYS
-        )

@@ -81,7 +81,7 @@ def evaluate_checkpoint(
     """
     from mcrl.config import TrainConfig, from_dict
     from mcrl.sampler import LocalSampler
-    from mcrl.tasks import check_positive_int
+    from mcrl.tasks import check_non_negative_int, check_positive_int
     from mcrl.trainer import build_family, build_learner, load_checkpoint
 
     path = Path(path)
@@ -114,9 +114,3 @@ def evaluate_checkpoint(
         else path.parent
     )
     return record, run_dir
-
-
-def check_non_negative_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return value

@@ -113,10 +113,6 @@ class MLPPolicy(nn.Module, abc.ABC):
     def log_prob(self, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
         return self.log_prob_of(self.distribution(params, obs), actions)
 
-    def kl(self, old: tuple[Tensor, ...], params: Params, obs: Tensor) -> Tensor:
-        """KL(old ‖ π_params) per observation."""
-        return self.kl_between(old, self.distribution(params, obs))
-
 
 class GaussianMLPPolicy(MLPPolicy):
     """Diagonal Gaussian with a state-independent log standard deviation."""

@@ -96,12 +96,10 @@ class RolloutEngine:
 
     def _envs_for(self, tasks: Sequence[Task]) -> TaskVectorEnv:
         if self._env is None:
-            native = self.native_vector
-            self._env = (
-                self.family.make_vector_env(tasks)
-                if native
-                else SerialTaskVectorEnv(self.family, tasks)
-            )
+            if self.native_vector:
+                self._env = self.family.make_vector_env(tasks)
+            else:
+                self._env = SerialTaskVectorEnv(self.family, tasks)
         else:
             self._env.set_tasks(tasks)
         return self._env
@@ -114,19 +112,17 @@ class RolloutEngine:
         ``[G, n / G]``: G = 1 for shared parameters, one group per task when the slots are sorted
         by task with equal counts (then each task costs one matrix product), else one per env."""
         if isinstance(params, Mapping):
-            return {
-                k: torch.from_numpy(np.array(v, dtype=np.float32))[
-                    None
-                ]  # a copy: Ray's arrays are read-only
-                for k, v in params.items()
-            }, 1
+            # np.array copies: arrays from Ray's object store are read-only.
+            shared = {
+                k: torch.from_numpy(np.array(v, dtype=np.float32))[None] for k, v in params.items()
+            }
+            return shared, 1
         positions = np.array([s.task_position for s in slots])
         used, counts = np.unique(positions, return_counts=True)
         if np.all(np.diff(positions) >= 0) and np.all(counts == counts[0]):
             return stack_params([params[i] for i in used]), len(used)
-        return {k: v[torch.as_tensor(positions)] for k, v in stack_params(params).items()}, len(
-            slots
-        )
+        per_env = {k: v[torch.as_tensor(positions)] for k, v in stack_params(params).items()}
+        return per_env, len(slots)
 
     def run(
         self,
@@ -233,6 +229,11 @@ class RolloutEngine:
                     break
         return out
 
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
 
 def assemble_batches(
     tasks: Sequence[Task], slots: Sequence[EpisodeSlot], arrays: Mapping[str, np.ndarray]
@@ -281,5 +282,4 @@ class LocalSampler:
         return {"worker_restarts": 0, "chunks_resubmitted": 0}
 
     def close(self) -> None:
-        if self.engine._env is not None:
-            self.engine._env.close()
+        self.engine.close()

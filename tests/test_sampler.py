@@ -192,4 +192,8 @@ def test_gaussian_and_categorical_match_torch_distributions():
     freq = torch.bincount(sampled, minlength=4).float() / 20000
     torch.testing.assert_close(freq, logits[0].softmax(-1), atol=0.02, rtol=0)
     # KL of a policy with itself is zero.
-    assert torch.allclose(gauss.kl((mean, log_std), gauss.params(), obs), torch.zeros(6), atol=1e-6)
+    assert torch.allclose(
+        gauss.kl_between((mean, log_std), gauss.distribution(gauss.params(), obs)),
+        torch.zeros(6),
+        atol=1e-6,
+    )
