@@ -1,5 +1,6 @@
 """mcrl: meta-reinforcement learning with a learned initialisation and a learned curvature."""
 
+from mcrl.adaptation import AdaptedPolicy, MetaPolicy, load
 from mcrl.config import TrainConfig, load_config
 from mcrl.curvature import make_curvature
 from mcrl.episodes import EpisodeBatch
@@ -20,6 +21,7 @@ from mcrl.tasks import (
 from mcrl.trainer import Trainer, train
 
 __all__ = [
+    "AdaptedPolicy",
     "BoxTaskSpace",
     "CategoricalMLPPolicy",
     "EnvParam",
@@ -28,6 +30,7 @@ __all__ = [
     "GymFamily",
     "LocalSampler",
     "MetaLearner",
+    "MetaPolicy",
     "Range",
     "Task",
     "TaskFamily",
@@ -36,6 +39,7 @@ __all__ = [
     "alignment_loss",
     "declare_family",
     "list_families",
+    "load",
     "load_config",
     "make_curvature",
     "make_family",

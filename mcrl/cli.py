@@ -130,6 +130,77 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _json_object(option: str, text: str | None) -> dict | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{option} is not valid JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"{option} must be a JSON object such as '{{\"goal\": [0.3, 0.1]}}', got {text!r}"
+        )
+    return value
+
+
+def _adapt(args: argparse.Namespace, console: Console) -> int:
+    from mcrl.adaptation import ADAPTED_FILE, load
+
+    out = Path(args.out)
+    if (out / ADAPTED_FILE).exists():
+        raise ValueError(f"{out / ADAPTED_FILE} already exists; choose another --out")
+    if (args.task is None) == (args.env_id is None):
+        raise ValueError("give either --task (with --family) or --env-id")
+    task = _json_object("--task", args.task)
+    env_kwargs = _json_object("--env-kwargs", args.env_kwargs)
+    if env_kwargs is not None and args.env_id is None:
+        raise ValueError("--env-kwargs goes with --env-id")
+    if args.family is not None and task is None:
+        raise ValueError("--family goes with --task")
+    meta = load(args.checkpoint)
+
+    def report(step: int, mean_return: float) -> None:
+        when = "before adaptation" if step == 0 else f"after step {step}"
+        console.print(f"{when:>20}: mean return {mean_return:.2f}", highlight=False)
+
+    adapted = meta.adapt(
+        task if task is not None else args.env_id,
+        steps=args.steps,
+        episodes=args.episodes,
+        horizon=args.horizon,
+        seed=args.seed,
+        family=args.family,
+        env_kwargs=env_kwargs,
+        on_step=report,
+    )
+    path = adapted.save(out)
+    console.print(f"adapted policy: {path} (summary in {out / 'adaptation.json'})")
+    return 0
+
+
+def _plot(args: argparse.Namespace, console: Console) -> int:
+    from mcrl.plots import plot_run
+
+    written, skipped = plot_run(args.run_dir, args.out)
+    for path in written:
+        console.print(f"wrote {path}", highlight=False)
+    for reason in skipped:
+        console.print(f"skipped {reason}", highlight=False)
+    return 0
+
+
+def _export_sb3(args: argparse.Namespace, console: Console) -> int:
+    from mcrl.sb3 import export_sb3
+
+    path = export_sb3(args.checkpoint, args.out, adapted=args.adapted)
+    console.print(
+        f"wrote {path}: stable_baselines3.PPO.load({str(path)!r}, env=...) to use or train it",
+        highlight=False,
+    )
+    return 0
+
+
 def _train(args: argparse.Namespace, console: Console) -> int:
     from mcrl.config import load_config
     from mcrl.trainer import Trainer
@@ -198,6 +269,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--json", action="store_true", help="print the eval.json record")
     evaluate.set_defaults(handler=_evaluate)
+
+    adapt = commands.add_parser(
+        "adapt", help="adapt a meta-trained policy to one env and save the adapted policy"
+    )
+    adapt.add_argument("checkpoint", help="run directory (its latest checkpoint) or checkpoint")
+    adapt.add_argument("--family", help="family of --task (default: the checkpoint's own family)")
+    adapt.add_argument(
+        "--task", help="task parameters as JSON, e.g. '{\"goal\": [0.3, -0.2]}' (any values)"
+    )
+    adapt.add_argument("--env-id", help="a Gymnasium env id whose spaces fit the policy")
+    adapt.add_argument("--env-kwargs", help="JSON keyword arguments for gymnasium.make")
+    adapt.add_argument("--steps", type=int, default=1, help="adaptation steps K (default 1)")
+    adapt.add_argument(
+        "--episodes", type=int, help="episodes per step (default: the run's per task)"
+    )
+    adapt.add_argument("--horizon", type=int, help="episode length (default: the family's)")
+    adapt.add_argument("--seed", type=int, default=0)
+    adapt.add_argument("--out", required=True, help="directory for adapted.pt")
+    adapt.set_defaults(handler=_adapt)
+
+    plot = commands.add_parser(
+        "plot", help="PNGs: learning and adaptation curves, task affinity, learned curvature"
+    )
+    plot.add_argument("run_dir", help="run directory")
+    plot.add_argument("--out", help="directory for the PNGs (default: RUN_DIR/plots)")
+    plot.set_defaults(handler=_plot)
+
+    export = commands.add_parser(
+        "export-sb3", help="write a stable-baselines3 PPO model with the policy's weights"
+    )
+    export.add_argument("checkpoint", help="run directory (its latest checkpoint) or checkpoint")
+    export.add_argument("--adapted", help="export this `mcrl adapt --out` directory instead of θ")
+    export.add_argument("--out", required=True, help="the model file (.zip)")
+    export.set_defaults(handler=_export_sb3)
 
     bench = commands.add_parser("bench", help="measure speed")
     bench_kinds = bench.add_subparsers(dest="what", required=True)

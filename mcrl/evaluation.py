@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +13,7 @@ import numpy as np
 if TYPE_CHECKING:
     from mcrl.learner import MetaLearner
     from mcrl.sampler import Sampler
-    from mcrl.tasks import TaskFamily
+    from mcrl.tasks import Task, TaskFamily
 
 # Evaluation episodes use their own phases, so they never share randomness with training.
 EVAL_PHASE = 1_000_000
@@ -23,6 +25,49 @@ def mean_and_ci95(values: np.ndarray) -> tuple[float, float]:
     if len(values) < 2:
         return mean, float("nan")
     return mean, float(1.96 * np.std(values, ddof=1) / math.sqrt(len(values)))
+
+
+@dataclass
+class AdaptationRun:
+    """What adapting to a list of tasks gave: ``returns[k, i]`` is task i's mean episode return
+    with the parameters after k steps; ``params[i]`` are task i's parameters after the last."""
+
+    returns: np.ndarray
+    params: list[dict[str, np.ndarray]]
+    env_steps: int
+
+
+def run_adaptation(
+    learner: MetaLearner,
+    sampler: Sampler,
+    tasks: Sequence[Task],
+    *,
+    steps: int,
+    episodes: int,
+    seed: int,
+    iteration: int = 0,
+    on_step: Callable[[int, np.ndarray], None] | None = None,
+) -> AdaptationRun:
+    """Adapt to each task for ``steps`` steps, sampling fresh episodes after each step (MAML's
+    protocol). ``on_step(k, returns)`` is called after the episodes of step k are in."""
+    returns = np.zeros((steps + 1, len(tasks)))
+    pre = []
+    params: Any = learner.theta_numpy()
+    env_steps = 0
+    for step in range(steps + 1):
+        if step > 0:
+            params = learner.adapted_params(pre)
+        batches = sampler.sample(
+            tasks, params, episodes, seed=seed, iteration=iteration, phase=EVAL_PHASE + step
+        )
+        returns[step] = [b.returns.mean() for b in batches]
+        env_steps += sum(b.num_steps for b in batches)
+        if on_step is not None:
+            on_step(step, returns[step])
+        if step < steps:
+            pre.append(learner.prepare(batches))
+    per_task = params if isinstance(params, list) else [params] * len(tasks)
+    return AdaptationRun(returns, per_task, env_steps)
 
 
 def evaluate_adaptation(
@@ -37,28 +82,24 @@ def evaluate_adaptation(
     seed: int,
     iteration: int = 0,
 ) -> dict[str, Any]:
-    """Adapt to ``num_tasks`` tasks of ``split`` for ``steps`` steps, sampling fresh episodes
-    after each step (MAML's protocol); returns the ``eval.json`` record."""
+    """Adapt to ``num_tasks`` tasks of ``split`` for ``steps`` steps; the ``eval.json`` record."""
     tasks = family.sample_tasks(num_tasks, split=split, seed=seed)
-    per_step = np.zeros((steps + 1, num_tasks))
-    pre = []
-    params: Any = learner.theta_numpy()
-    env_steps = 0
-    for step in range(steps + 1):
-        if step > 0:
-            params = learner.adapted_params(pre)
-        batches = sampler.sample(
-            tasks, params, episodes, seed=seed, iteration=iteration, phase=EVAL_PHASE + step
-        )
-        per_step[step] = [b.returns.mean() for b in batches]
-        env_steps += sum(b.num_steps for b in batches)
-        if step < steps:
-            pre.append(learner.prepare(batches))
-    stats = [mean_and_ci95(r) for r in per_step]
+    run = run_adaptation(
+        learner, sampler, tasks, steps=steps, episodes=episodes, seed=seed, iteration=iteration
+    )
+    return eval_record(run.returns, split=split, episodes=episodes, env_steps=run.env_steps)
+
+
+def eval_record(
+    returns: np.ndarray, *, split: str, episodes: int, env_steps: int
+) -> dict[str, Any]:
+    """The ``eval.json`` record for per-task returns ``[steps + 1, tasks]`` (also used by the
+    baselines in ``experiments/baselines``)."""
+    stats = [mean_and_ci95(r) for r in returns]
     return {
         "split": split,
-        "tasks": num_tasks,
-        "steps": steps,
+        "tasks": returns.shape[1],
+        "steps": returns.shape[0] - 1,
         "episodes_per_task": episodes,
         "returns": [m for m, _ in stats],
         "ci95": [c for _, c in stats],
@@ -79,22 +120,17 @@ def evaluate_checkpoint(
     Returns the ``eval.json`` record and the run directory it belongs in. Defaults: the run's
     ``eval_tasks`` tasks and ``episodes_per_task`` episodes, 3 adaptation steps (MAML's 0..3).
     """
-    from mcrl.config import TrainConfig, from_dict
+    from mcrl.adaptation import MetaPolicy
     from mcrl.sampler import LocalSampler
     from mcrl.tasks import check_non_negative_int, check_positive_int
-    from mcrl.trainer import build_family, build_learner, load_checkpoint
 
     path = Path(path)
-    state = load_checkpoint(path)
-    config = from_dict(TrainConfig, state["config"])
-    config.learner.placement = "driver"  # evaluation is small: no learner actor
-    family = build_family(config)
-    learner = build_learner(config, family)
-    learner.load_state_dict(state["learner"])
-    sampler = LocalSampler(family, learner.policy)
+    meta = MetaPolicy.load(path)
+    config, family = meta.config, meta.family
+    sampler = LocalSampler(family, meta.learner.policy)
     try:
         record = evaluate_adaptation(
-            learner,
+            meta.learner,
             sampler,
             family,
             split=split,
@@ -105,7 +141,7 @@ def evaluate_checkpoint(
         )
     finally:
         sampler.close()
-    record |= {"family": family.name, "iteration": state["iteration"], "checkpoint": str(path)}
+    record |= {"family": family.name, "iteration": meta.iteration, "checkpoint": str(path)}
     run_dir = (
         path
         if path.is_dir()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -207,18 +208,23 @@ def make_policy(
     init_log_std: float = 0.0,
 ) -> MLPPolicy:
     """The policy that fits an env's spaces: Gaussian for Box actions, categorical for Discrete."""
+    check_supported_spaces(observation_space, action_space)
+    obs_dim = observation_space.shape[0]
+    if isinstance(action_space, gym.spaces.Discrete):
+        return CategoricalMLPPolicy(obs_dim, int(action_space.n), hidden_sizes, activation)
+    return GaussianMLPPolicy(obs_dim, action_space.shape[0], hidden_sizes, activation, init_log_std)
+
+
+def check_supported_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
         raise ValueError(
             f"mcrl policies need a flat Box observation space, got {observation_space}"
         )
-    obs_dim = observation_space.shape[0]
-    if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
-        return GaussianMLPPolicy(
-            obs_dim, action_space.shape[0], hidden_sizes, activation, init_log_std
+    flat_box = isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1
+    if not flat_box and not isinstance(action_space, gym.spaces.Discrete):
+        raise ValueError(
+            f"mcrl policies need a flat Box or Discrete action space, got {action_space}"
         )
-    if isinstance(action_space, gym.spaces.Discrete):
-        return CategoricalMLPPolicy(obs_dim, int(action_space.n), hidden_sizes, activation)
-    raise ValueError(f"mcrl policies need a flat Box or Discrete action space, got {action_space}")
 
 
 def params_to_numpy(params: Params) -> dict[str, np.ndarray]:
@@ -231,3 +237,58 @@ def stack_params(param_sets: Sequence[Mapping[str, np.ndarray]]) -> dict[str, Te
         k: torch.from_numpy(np.stack([np.asarray(p[k], dtype=np.float32) for p in param_sets]))
         for k in param_sets[0]
     }
+
+
+def describe_spaces(observation_space: gym.Space, action_space: gym.Space) -> dict[str, Any]:
+    """The spaces a policy acts in, as plain numbers and lists (safe in a weights-only file)."""
+    check_supported_spaces(observation_space, action_space)
+    description: dict[str, Any] = {
+        "obs_dim": int(observation_space.shape[0]),
+        "obs_low": np.asarray(observation_space.low, dtype=float).tolist(),
+        "obs_high": np.asarray(observation_space.high, dtype=float).tolist(),
+    }
+    if isinstance(action_space, gym.spaces.Discrete):
+        description["num_actions"] = int(action_space.n)
+    else:
+        description["action_low"] = np.asarray(action_space.low, dtype=float).tolist()
+        description["action_high"] = np.asarray(action_space.high, dtype=float).tolist()
+    return description
+
+
+def spaces_from_description(description: Mapping[str, Any]) -> tuple[gym.Space, gym.Space]:
+    """Observation and action spaces rebuilt from :func:`describe_spaces`."""
+    observation_space = gym.spaces.Box(
+        np.asarray(description["obs_low"], dtype=np.float32),
+        np.asarray(description["obs_high"], dtype=np.float32),
+        dtype=np.float32,
+    )
+    if "num_actions" in description:
+        return observation_space, gym.spaces.Discrete(description["num_actions"])
+    low = np.asarray(description["action_low"], dtype=np.float32)
+    high = np.asarray(description["action_high"], dtype=np.float32)
+    return observation_space, gym.spaces.Box(low, high, dtype=np.float32)
+
+
+def check_spaces_match(
+    expected: Mapping[str, Any], observation_space: gym.Space, action_space: gym.Space, what: str
+) -> None:
+    """Raise ``ValueError`` when an env's spaces do not fit a policy built for ``expected``
+    (action bounds may differ: actions are clipped to the env's own)."""
+    try:
+        actual = describe_spaces(observation_space, action_space)
+    except ValueError as exc:
+        raise ValueError(f"{what} does not fit the policy: {exc}") from None
+    if actual["obs_dim"] != expected["obs_dim"]:
+        raise ValueError(
+            f"{what} has {actual['obs_dim']}-dimensional observations; the policy takes "
+            f"{expected['obs_dim']} ({observation_space})"
+        )
+    if ("num_actions" in actual) != ("num_actions" in expected) or actual.get(
+        "num_actions"
+    ) != expected.get("num_actions"):
+        raise ValueError(f"{what}'s action space {action_space} does not match the policy's")
+    if "action_low" in actual and len(actual["action_low"]) != len(expected["action_low"]):
+        raise ValueError(
+            f"{what} has {len(actual['action_low'])}-dimensional actions; the policy outputs "
+            f"{len(expected['action_low'])}"
+        )

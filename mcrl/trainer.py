@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 import yaml
@@ -29,6 +30,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from torch.utils.tensorboard import SummaryWriter
 
 from mcrl.config import ConfigError, TrainConfig, apply_overrides, from_dict, load_config, to_dict
 from mcrl.evaluation import evaluate_adaptation
@@ -65,9 +67,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for truncated or foreign files
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first_sentence = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]
         raise ValueError(
-            f"checkpoint {str(path)!r} is unreadable (truncated or not an mcrl checkpoint): {first_line}"
+            f"checkpoint {str(path)!r} is unreadable (truncated or not an mcrl checkpoint): {first_sentence}"
         ) from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
@@ -83,15 +85,22 @@ def build_family(config: TrainConfig) -> TaskFamily:
     return make_family(config.family, **kwargs)
 
 
+def family_spaces(family: TaskFamily) -> tuple[gym.Space, gym.Space]:
+    """The observation and action spaces of the family's envs."""
+    probe = family.make_env(family.sample_tasks(1, seed=0)[0])
+    spaces = probe.observation_space, probe.action_space
+    probe.close()
+    return spaces
+
+
 def build_learner(config: TrainConfig, family: TaskFamily) -> MetaLearner | RayLearner:
     """θ initialised from the run seed, for the family's spaces, placed per ``learner.placement``."""
-    probe = family.make_env(family.sample_tasks(1, seed=0)[0])
+    observation_space, action_space = family_spaces(family)
     torch.manual_seed(config.seed)
     p = config.policy
     policy = make_policy(
-        probe.observation_space, probe.action_space, p.hidden_sizes, p.activation, p.init_log_std
+        observation_space, action_space, p.hidden_sizes, p.activation, p.init_log_std
     )
-    probe.close()
     if learner_placement(config.learner, torch.cuda.is_available()) == "ray":
         connect_ray(config.sampler.address, object_store_mb=config.sampler.object_store_mb)
         return RayLearner(policy, config, num_gpus=config.learner.num_gpus)
@@ -112,6 +121,12 @@ def build_sampler(config: TrainConfig, family: TaskFamily, policy: MLPPolicy) ->
         object_store_mb=s.object_store_mb,
         dashboard=s.dashboard,
     )
+
+
+def tensorboard_tag(column: str) -> str:
+    """A metrics.csv column as a TensorBoard tag, grouped by its first word
+    (``loss_outer`` -> ``loss/outer``, ``eval_return_1`` -> ``eval/return_1``)."""
+    return column.replace("_", "/", 1)
 
 
 def task_seed(seed: int, iteration: int) -> int:
@@ -144,6 +159,8 @@ class Trainer:
         else:
             self._create_run_dir()
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+        # Events after the checkpoint we resume from are hidden, as metrics.csv truncates them.
+        self.tensorboard = SummaryWriter(str(self.run_dir), purge_step=self.start_iteration)
         self._last_good = self._snapshot(self.start_iteration - 1)
         self.latest_eval: dict[str, Any] | None = None
 
@@ -211,8 +228,9 @@ class Trainer:
         return numbered
 
     def close(self) -> None:
-        """Release the sampler's envs and workers."""
+        """Release the sampler's envs and workers, and flush the TensorBoard events."""
         self.sampler.close()
+        self.tensorboard.close()
 
     # -- the loop ----------------------------------------------------------------------------
     def train(self) -> list[dict[str, Any]]:
@@ -331,6 +349,9 @@ class Trainer:
             if new:
                 writer.writeheader()
             writer.writerow(row)
+        for key, value in row.items():
+            if key != "iteration" and value != "":
+                self.tensorboard.add_scalar(tensorboard_tag(key), value, row["iteration"])
 
     def _last_checkpoint_text(self) -> str:
         latest = self.checkpoint_dir / "latest.pt"

@@ -282,3 +282,35 @@ def test_evaluate_refuses_missing_or_corrupt_checkpoints(tmp_path, capsys, make_
     assert main(["evaluate", str(run)]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def tensorboard_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run))
+    events.Reload()
+    return {
+        tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]
+    }
+
+
+def test_tensorboard_events_hold_the_metrics_and_resume_replaces_later_steps(tmp_path):
+    from mcrl.trainer import tensorboard_tag
+
+    run = tmp_path / "run"
+    mcrl.train(tiny_config(iterations=3), run)
+    scalars = tensorboard_scalars(run)
+    rows = read_metrics(run)
+    assert set(scalars) == {tensorboard_tag(k) for k in rows[0] if k != "iteration"}
+    assert [step for step, _ in scalars["loss/outer"]] == [0, 1, 2]
+    assert [v for _, v in scalars["return/pre"]] == pytest.approx(
+        [float(r["return_pre"]) for r in rows]
+    )
+    assert [step for step, _ in scalars["eval/return_1"]] == [1, 2]  # eval_every=2 and the end
+
+    # A crash after iteration 1's checkpoint: the resumed run's events replace iteration 2's.
+    state = load_checkpoint(run / "checkpoints" / "iteration_000001.pt")
+    torch.save(state, run / "checkpoints" / "latest.pt")
+    mcrl.train(tiny_config(iterations=4), run, resume=True)
+    steps = [step for step, _ in tensorboard_scalars(run)["loss/outer"]]
+    assert steps == [0, 1, 2, 3]
