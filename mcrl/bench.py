@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import tempfile
+import threading
 import time
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 
 from mcrl.config import TrainConfig
 from mcrl.policies import make_policy, params_to_numpy
 from mcrl.sampler import LocalSampler
-from mcrl.tasks import TaskFamily, check_positive_int
+from mcrl.tasks import TaskFamily, check_non_negative_int, check_positive_int
 
 
 def raw_env_steps_per_s(family: TaskFamily, *, min_steps: int, seed: int = 0) -> float:
@@ -147,8 +152,89 @@ def bench_learner(config: TrainConfig, *, repeats: int = 3) -> dict[str, Any]:
         "curvature": config.curvature,
         "first_order": config.first_order,
         "task_batching": config.learner.task_batching,
+        "outer": config.outer,
         "outer_epochs": config.outer_epochs,
         "device": str(learner.device),
         "threads": torch.get_num_threads(),
         "ms_per_meta_step": round(1000 * float(np.median(timings[1:])), 1),
     }
+
+
+class PeakMemory:
+    """Polls the resident memory of this process and all its descendants (Ray's GCS, raylet and
+    workers included) in a background thread; ``peak_mb`` is the largest total seen."""
+
+    def __init__(self, interval_s: float = 0.1):
+        self.interval_s = interval_s
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _total_mb(self) -> float:
+        me = psutil.Process()
+        total = 0
+        for process in [me, *me.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):  # exited between listing and reading
+                total += process.memory_info().rss
+        return total / 2**20
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak_mb = max(self.peak_mb, self._total_mb())
+
+    def __enter__(self) -> PeakMemory:
+        self.peak_mb = self._total_mb()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._total_mb())
+
+
+def bench_e2e(config: TrainConfig, *, iterations: int = 5, warmup: int = 1) -> dict[str, Any]:
+    """Seconds per meta-iteration of the real training loop (sample, adapt, sample, meta-step)
+    with ``config``'s sampler and learner, after ``warmup`` iterations (which start workers and
+    build envs); and the peak memory of the whole process tree over the run."""
+    from mcrl.trainer import Trainer
+
+    check_positive_int("iterations", iterations)
+    check_non_negative_int("warmup", warmup)
+    config = dataclasses.replace(config, iterations=warmup + iterations, eval_every=0)
+    seconds, rows = [], []
+    with tempfile.TemporaryDirectory() as run_dir, PeakMemory() as memory:
+        trainer = Trainer(config, run_dir, progress=False)
+        try:
+            for it in range(warmup + iterations):
+                start = time.perf_counter()
+                row = trainer.iteration(it)
+                if it >= warmup:
+                    seconds.append(time.perf_counter() - start)
+                    rows.append(row)
+        finally:
+            trainer.close()
+    phases = {
+        key: round(float(np.mean([r[key] for r in rows])), 3)
+        for key in rows[0]
+        if key.startswith("time_")
+    }
+    return {
+        "family": config.family,
+        "tasks": config.meta_batch_size,
+        "episodes": config.episodes_per_task,
+        "horizon": trainer.family.horizon,
+        "inner_steps": config.inner_steps,
+        "curvature": config.curvature,
+        "outer": config.outer,
+        "outer_epochs": config.outer_epochs,
+        "backend": config.sampler.backend,
+        "workers": config.sampler.workers if config.sampler.backend == "ray" else None,
+        "iterations": iterations,
+        "seconds_per_iteration": round(float(np.median(seconds)), 3),
+        "seconds_min": round(min(seconds), 3),
+        "seconds_max": round(max(seconds), 3),
+        "env_steps_per_iteration": round(rows[-1]["env_steps"] / (warmup + iterations)),
+        "peak_rss_mb": round(memory.peak_mb, 1),
+        "threads": torch.get_num_threads(),
+    } | phases

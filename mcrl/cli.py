@@ -86,20 +86,23 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _bench_learner(args: argparse.Namespace, console: Console) -> int:
-    from mcrl.bench import bench_learner
+def _bench_config(args: argparse.Namespace, console: Console) -> int:
+    """``bench learner`` and ``bench e2e``: measured on a training config."""
+    from mcrl.bench import bench_e2e, bench_learner
     from mcrl.config import load_config
     from mcrl.threads import available_cpus, configure_torch_threads
 
     config = load_config(args.config, args.set)
     configure_torch_threads(config.learner.num_threads or available_cpus())
-    result = bench_learner(config, repeats=args.repeats) | {
-        "command": " ".join(["mcrl", *sys.argv[1:]])
-    }
+    if args.what == "learner":
+        result = bench_learner(config, repeats=args.repeats)
+    else:
+        result = bench_e2e(config, iterations=args.iterations, warmup=args.warmup)
+    result["command"] = " ".join(["mcrl", *sys.argv[1:]])
     if args.json:
         print(json.dumps(result))
     else:
-        table = Table(title="learner benchmark")
+        table = Table(title=f"{args.what} benchmark")
         table.add_column("setting")
         table.add_column("value", justify="right")
         for key, value in result.items():
@@ -336,7 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
     learner.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     learner.add_argument("--repeats", type=int, default=3)
     learner.add_argument("--json", action="store_true")
-    learner.set_defaults(handler=_bench_learner)
+    learner.set_defaults(handler=_bench_config)
+    e2e = bench_kinds.add_parser(
+        "e2e", help="seconds per meta-iteration of the training loop, and peak memory"
+    )
+    e2e.add_argument("config", help="YAML training config (its sampler backend is used)")
+    e2e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    e2e.add_argument("--iterations", type=int, default=5, help="timed iterations")
+    e2e.add_argument("--warmup", type=int, default=1, help="untimed first iterations")
+    e2e.add_argument("--json", action="store_true")
+    e2e.set_defaults(handler=_bench_config)
     return parser
 
 

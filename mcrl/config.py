@@ -132,8 +132,23 @@ class TrainConfig:
     """‖g_i‖² from all episodes (plugin) or ⟨g_i^A, g_i^B⟩ from two halves of them (split)."""
     schedule: Literal["alternate", "joint"] = "alternate"
     """Alternate θ-step then C-step, or one optimiser over both."""
+    outer: Literal["ppo", "trpo"] = "ppo"
+    """The θ-step: ``ppo`` (ProMP: clipped surrogate, Adam with ``meta_lr``) or ``trpo``
+    (MAML-TRPO: natural-gradient step in a KL trust region, line search)."""
     outer_epochs: int = positive(5)
-    """Meta-updates per iteration on the same episodes (ProMP's PPO steps)."""
+    """Meta-updates per iteration on the same episodes (ProMP's PPO steps; with ``trpo``, TRPO
+    steps that all stay within ``max_kl`` of the policies that sampled the episodes)."""
+    max_kl: float = positive(0.01)
+    """TRPO: largest mean KL(π'_sampling ‖ π'_θ) of the adapted policies on their episodes."""
+    cg_iterations: int = positive(10)
+    """TRPO: conjugate-gradient iterations for the search direction."""
+    fisher_task_fraction: float = check(lambda x: 0 < x <= 1, "in (0, 1]", 1.0)
+    """TRPO: fraction of the meta-batch's tasks whose KL Hessian the conjugate gradient uses (the
+    costly part; OpenAI's TRPO uses a fifth of the samples). The line search checks every task."""
+    cg_damping: float = non_negative(1e-5)
+    """TRPO: damping added to the KL Hessian-vector products."""
+    line_search_steps: int = positive(15)
+    """TRPO: step sizes tried (each 0.8 of the last) before the θ-step is skipped."""
     clip_ratio: float = check(lambda x: 0 < x < 1, "in (0, 1)", 0.2)
     """PPO clipping of the outer surrogate."""
     inner_kl_weight: float = non_negative(5e-4)
@@ -259,6 +274,10 @@ def _check_cross_field(config: Any, prefix: str) -> None:
         and config.episodes_per_task < 2
     ):
         raise ConfigError("config key 'alignment_estimator' = split needs episodes_per_task >= 2")
+    if isinstance(config, TrainConfig) and config.outer == "trpo" and config.schedule == "joint":
+        raise ConfigError(
+            "config key 'outer' = trpo needs schedule: alternate (the C-step stays an Adam step)"
+        )
     if isinstance(config, PolicyConfig) and (
         not config.hidden_sizes or min(config.hidden_sizes) <= 0
     ):

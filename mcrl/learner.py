@@ -28,8 +28,10 @@ from mcrl.losses import (
     inner_loss_from_log_probs,
     kl_penalty,
     outer_loss,
+    surrogate_and_kl,
 )
 from mcrl.policies import MLPPolicy, Params, params_to_numpy
+from mcrl.trust_region import TrustRegionSettings, trust_region_step
 
 if TYPE_CHECKING:
     from mcrl.config import TrainConfig
@@ -157,16 +159,24 @@ class MetaObjective(nn.Module):
         first: InnerGradients,
         *,
         alignment: bool,
+        sampling: tuple[Tensor, ...] | None = None,
     ) -> dict[str, Tensor]:
         """The θ-step's terms; ``first`` must be :meth:`first_step` at this θ (with its graph
-        where θ is differentiated through it)."""
+        where θ is differentiated through it). Given the distribution of the policies that
+        sampled ``post`` (``sampling``), ``loss_outer`` is TRPO's unclipped surrogate and
+        ``kl_outer`` the KL from those policies to the adapted ones."""
         terms = {
             "loss_inner": first.losses.mean(),
-            "loss_outer": self.outer(theta, pre, post, first),
             "kl_inner": kl_penalty(
                 self.policy, old_distribution, first.distribution, pre[0]
             ).mean(),
         }
+        if sampling is None:
+            terms["loss_outer"] = self.outer(theta, pre, post, first)
+        else:
+            adapted = self.adapt(theta, pre, first)
+            surrogate, kl = surrogate_and_kl(self.policy, adapted, post, sampling)
+            terms |= {"loss_outer": surrogate.mean(), "kl_outer": kl.mean()}
         if alignment:
             self_similarity = None
             if self.config.alignment_estimator == "split":
@@ -240,20 +250,29 @@ class MetaLearner:
         first = self.objective.first_step(theta, pre[0], create_graph=needs_graph)
         with torch.no_grad():  # a snapshot: the optimisers update θ in place
             old_distribution = tuple(d.detach().clone() for d in first.distribution)
+        sampling = None
+        if cfg.outer == "trpo":  # the adapted policies at this θ are the ones that sampled post
+            adapted = self.objective.adapt(theta, pre, first)
+            sampling = tuple(
+                d.detach() for d in self.policy.distribution(adapted, post.observations)
+            )
         totals: dict[str, float] = {}
         for epoch in range(cfg.outer_epochs):
             last = epoch == cfg.outer_epochs - 1
-            terms = self.objective(
-                theta, pre, post, old_distribution, first, alignment=use_alignment
-            )
-            check_finite(terms)
-            loss = terms["loss_outer"] + cfg.inner_kl_weight * terms["kl_inner"]
-            if use_alignment:
-                loss = loss + cfg.alignment_weight * terms["loss_alignment"]
-            if cfg.schedule == "joint":
-                self._step("joint", loss)
+            if sampling is not None:
+                terms = self._trpo_step(theta, pre, post, old_distribution, sampling, first)
             else:
-                self._step("theta", loss, inputs=list(theta.values()))
+                terms = self.objective(
+                    theta, pre, post, old_distribution, first, alignment=use_alignment
+                )
+                check_finite(terms)
+                loss = terms["loss_outer"] + cfg.inner_kl_weight * terms["kl_inner"]
+                if use_alignment:
+                    loss = loss + cfg.alignment_weight * terms["loss_alignment"]
+                if cfg.schedule == "joint":
+                    self._step("joint", loss)
+                else:
+                    self._step("theta", loss, inputs=list(theta.values()))
             has_c_step = "curvature" in self.optimizers
             if not last or has_c_step:
                 first = self.objective.first_step(
@@ -267,6 +286,55 @@ class MetaLearner:
             for name, value in terms.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach()) / cfg.outer_epochs
         return totals | self.curvature.stats()
+
+    def _trpo_step(
+        self,
+        theta: Params,
+        pre: Sequence[TaskTensors],
+        post: TaskTensors,
+        old_distribution: tuple[Tensor, ...],
+        sampling: tuple[Tensor, ...],
+        first: InnerGradients,
+    ) -> dict[str, Tensor]:
+        """One TRPO θ-step on the surrogate (plus β·𝒞), KL measured through the adaptation."""
+        cfg = self.config
+        alignment = cfg.alignment_weight > 0
+
+        def terms_at(params: Params, first: InnerGradients) -> tuple[dict[str, Tensor], Tensor]:
+            terms = self.objective(
+                params, pre, post, old_distribution, first, alignment=alignment, sampling=sampling
+            )
+            check_finite(terms)
+            loss = terms["loss_outer"]
+            if alignment:
+                loss = loss + cfg.alignment_weight * terms["loss_alignment"]
+            return terms, loss
+
+        def evaluate() -> tuple[float, float]:
+            current = {n: p.detach().requires_grad_() for n, p in theta.items()}
+            new_first = self.objective.first_step(current, pre[0], create_graph=False)
+            terms, loss = terms_at(current, new_first)
+            return float(loss.detach()), float(terms["kl_outer"].detach())
+
+        terms, loss = terms_at(theta, first)
+        settings = TrustRegionSettings(
+            cfg.max_kl, cfg.cg_iterations, cfg.cg_damping, cfg.line_search_steps
+        )
+        fisher_kl = terms["kl_outer"]
+        fisher_tasks = max(1, round(cfg.fisher_task_fraction * post.num_tasks))
+        if fisher_tasks < post.num_tasks:
+            # Tasks are sampled independently, so the first k are a random subset of them.
+            subset = slice(0, fisher_tasks)
+            sub_pre = [data.tasks(subset) for data in pre]
+            sub_first = self.objective.first_step(
+                theta, sub_pre[0], create_graph=not cfg.first_order
+            )
+            adapted = self.objective.adapt(theta, sub_pre, sub_first)
+            sub_sampling = tuple(d[subset] for d in sampling)
+            _, kl = surrogate_and_kl(self.policy, adapted, post.tasks(subset), sub_sampling)
+            fisher_kl = kl.mean()
+        outcome = trust_region_step(list(theta.values()), loss, fisher_kl, evaluate, settings)
+        return terms | {name: torch.tensor(value) for name, value in outcome.items()}
 
     def _step(self, name: str, loss: Tensor, inputs: list[Tensor] | None = None) -> None:
         optimizer = self.optimizers[name]

@@ -146,6 +146,17 @@ def outer_loss(policy: MLPPolicy, adapted: Params, data: TaskTensors, clip_ratio
     )
 
 
+def surrogate_and_kl(
+    policy: MLPPolicy, adapted: Params, data: TaskTensors, sampling: tuple[Tensor, ...]
+) -> tuple[Tensor, Tensor]:
+    """TRPO's terms per task: the unclipped surrogate −mean ratio·Â of the adapted policies on
+    their post-adaptation episodes, and KL(π_sampling ‖ π_adapted) on those episodes' states."""
+    distribution = policy.distribution(adapted, data.observations)
+    ratio = torch.exp(policy.log_prob_of(distribution, data.actions) - data.log_probs)
+    surrogate = -masked_mean(ratio * data.advantages, data.mask)
+    return surrogate, kl_penalty(policy, sampling, distribution, data)
+
+
 def kl_penalty(
     policy: MLPPolicy, old: tuple[Tensor, ...], new: tuple[Tensor, ...], data: TaskTensors
 ) -> Tensor:

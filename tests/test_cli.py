@@ -83,3 +83,19 @@ def test_bench_learner_reports_ms_per_meta_step(capsys, tmp_path):
     assert (
         result["ms_per_meta_step"] > 0 and result["task_batching"] is False and result["tasks"] == 2
     )
+
+
+def test_bench_e2e_reports_seconds_per_iteration_and_peak_memory(capsys, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "family: Navigation2D\nhorizon: 10\nmeta_batch_size: 2\nepisodes_per_task: 2\n"
+        "policy: {hidden_sizes: [8]}\nsampler: {backend: local}\nouter: trpo\nouter_epochs: 1\n"
+    )
+    assert main(["bench", "e2e", str(config), "--iterations", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["seconds_per_iteration"] > 0 and result["iterations"] == 2
+    assert result["seconds_min"] <= result["seconds_per_iteration"] <= result["seconds_max"]
+    assert result["outer"] == "trpo" and result["backend"] == "local"
+    assert 0 < result["env_steps_per_iteration"] <= 2 * 2 * 2 * 10  # 2 phases of 2 x 2 x 10
+    assert 100 < result["peak_rss_mb"] < 10_000
+    assert {"time_sample_pre", "time_meta_step", "command"} <= set(result)

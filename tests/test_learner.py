@@ -12,7 +12,13 @@ import mcrl
 from mcrl.config import TrainConfig
 from mcrl.curvature import make_curvature
 from mcrl.learner import MetaLearner, MetaObjective
-from mcrl.losses import TaskTensors, affinity_matrix, alignment_loss, inner_loss
+from mcrl.losses import (
+    TaskTensors,
+    affinity_matrix,
+    alignment_loss,
+    inner_loss,
+    surrogate_and_kl,
+)
 from mcrl.policies import GaussianMLPPolicy
 from tests.conftest import perturbed_params
 
@@ -290,3 +296,61 @@ def test_curvature_stats_start_at_the_identity_and_move_with_c(kind):
                 p.mul_(2.0)
         assert curvature.stats()["curvature_mean_diagonal"] == pytest.approx(2.0)
         assert curvature.stats()["curvature_rms_from_identity"] > 0
+
+
+def test_conjugate_gradient_solves_a_positive_definite_system():
+    from mcrl.trust_region import conjugate_gradient
+
+    rng = np.random.default_rng(0)
+    m = torch.from_numpy(rng.standard_normal((6, 6)))
+    a = m @ m.T + 0.1 * torch.eye(6, dtype=torch.float64)
+    b = torch.from_numpy(rng.standard_normal(6))
+    x = conjugate_gradient(lambda v: a @ v, b, iterations=20)
+    torch.testing.assert_close(a @ x, b)
+
+
+@pytest.mark.parametrize(("curvature", "first_order"), [("kronecker", False), ("identity", True)])
+def test_trpo_step_stays_in_the_trust_region_and_improves(curvature, first_order):
+    """The KL of the adapted policies after the step, measured independently, is at most max_kl,
+    and (second order) what the quadratic model predicts for the accepted step fraction: the KL
+    Hessian-vector products through the adaptation step are right. The surrogate went down."""
+    policy, pre, pre2, post = tiny_data()
+    config = TrainConfig(
+        curvature=curvature,
+        first_order=first_order,
+        outer="trpo",
+        outer_epochs=1,
+        max_kl=1e-3,
+        curvature_lr=1e-12,  # the C-step that follows would move the adapted policies too
+    )
+    learner = MetaLearner(policy, config)
+    learner.curvature.double()
+    objective = learner.objective
+
+    def adapted_distribution_and_surrogate():
+        theta = {n: p.detach().requires_grad_() for n, p in policy.params().items()}
+        first = objective.first_step(theta, pre, create_graph=False)
+        adapted = objective.adapt(theta, [pre], first)
+        distribution = policy.distribution(adapted, post.observations)
+        surrogate, _ = surrogate_and_kl(policy, adapted, post, distribution)
+        return tuple(d.detach() for d in distribution), float(surrogate.mean().detach())
+
+    before, surrogate_before = adapted_distribution_and_surrogate()
+    theta_before = {n: p.detach().clone() for n, p in policy.params().items()}
+    terms = learner.meta_step([pre], post)
+    after, surrogate_after = adapted_distribution_and_surrogate()
+    kl = float((policy.kl_between(before, after) * post.mask).sum(-1).div(post.mask.sum(-1)).mean())
+    assert terms["trpo_step_fraction"] > 0, "the line search found no improving step"
+    assert any(not torch.equal(theta_before[n], p) for n, p in policy.params().items())
+    assert kl == pytest.approx(terms["kl_outer"], rel=1e-6)
+    assert kl <= config.max_kl
+    if not first_order:  # the quadratic model of the KL is exact to second order
+        assert kl == pytest.approx(terms["trpo_step_fraction"] ** 2 * config.max_kl, rel=0.15)
+    assert surrogate_after < surrogate_before
+
+
+def test_trpo_needs_the_alternating_schedule():
+    from mcrl.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="'outer' = trpo needs schedule: alternate"):
+        load_config(None, ["outer=trpo", "schedule=joint"])

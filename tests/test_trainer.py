@@ -78,6 +78,8 @@ def test_resume_continues_exactly(tmp_path, schedule):
         ("inner_steps=2", "curvature=diagonal"),
         ("inner_estimator=dice", "schedule=joint"),
         ("curvature=identity", "inner_estimator=vpg"),
+        ("outer=trpo", "alignment_weight=0.1"),
+        ("outer=trpo", "first_order=true", "curvature=diagonal"),
     ],
 )
 def test_every_learner_setting_trains(tmp_path, settings):

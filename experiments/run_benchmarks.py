@@ -1,0 +1,219 @@
+"""Regenerate the adaptation results table of experiments/README.md.
+
+For every family, curvature variant and seed: ``mcrl train`` the family's config (with the
+budget's overrides), then ``mcrl evaluate`` on the test and ood splits after 0..3 steps.
+Optionally the SB3 PPO baselines (experiments/baselines/sb3_ppo.py) on the same tasks.
+Resumable: a run whose evaluations exist is skipped, an interrupted one resumes from its
+checkpoint. A run that fails is recorded (``failed.json``) and shown as failed in the table.
+
+    python experiments/run_benchmarks.py --budget reduced --seeds 0 1 2
+    python experiments/run_benchmarks.py --budget full --families Navigation2D --seeds 0 1 2
+    python experiments/run_benchmarks.py --table-only      # rebuild the table from results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+CONFIGS = {
+    "Navigation2D": "navigation2d.yaml",
+    "HalfCheetahDir": "halfcheetah_dir.yaml",
+    "HalfCheetahVel": "halfcheetah_vel.yaml",
+    "AntDir": "ant_dir.yaml",
+    "HopperParams": "hopper_params.yaml",
+    "PendulumDynamics": "pendulum_dynamics.yaml",
+    "CartPoleDynamics": "cartpole_dynamics.yaml",
+}
+VARIANTS = {
+    "identity (MAML)": ["curvature=identity"],
+    "diagonal (Meta-SGD)": ["curvature=diagonal"],
+    "kronecker (MC)": ["curvature=kronecker"],
+    "kronecker + alignment": ["curvature=kronecker", "alignment_weight=0.01"],
+}
+# What fits the 2-core development machine in a few hours for all families; the table says
+# which budget each row used. "full" is each config file as written.
+BUDGETS = {
+    "reduced": {
+        "Navigation2D": ["iterations=60", "meta_batch_size=10", "episodes_per_task=10"],
+        "PendulumDynamics": ["iterations=40", "meta_batch_size=10", "episodes_per_task=10"],
+        "CartPoleDynamics": ["iterations=40", "meta_batch_size=10", "episodes_per_task=10"],
+        "*": ["iterations=10", "meta_batch_size=8", "episodes_per_task=8"],
+    },
+    "full": {"*": []},
+}
+EVAL = ["--tasks", "10", "--steps", "3"]
+MCRL = [sys.executable, "-m", "mcrl.cli"]  # the `mcrl` command of this interpreter
+# Published numbers after 0/1/2/3 steps (design §7): MAML-TRPO.
+LITERATURE = {
+    "Navigation2D": ("MAML (Finn et al. 2017)", [-40.41, -11.68, -3.33, -3.23]),
+    "HalfCheetahDir": ("MAML (Finn et al. 2017)", [-50.69, 293.19, 313.48, 315.65]),
+}
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower()
+
+
+def run(command: list[str], log: Path) -> None:
+    with log.open("a") as f:
+        f.write("$ " + " ".join(command) + "\n")
+        f.flush()
+        subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, check=True)
+
+
+def evaluate(run_dir: Path, split: str) -> None:
+    out = run_dir / f"eval_{split}.json"
+    command = [*MCRL, "evaluate", str(run_dir), "--split", split, *EVAL, "--json"]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    out.write_text(result.stdout.strip().splitlines()[-1])
+
+
+def train_and_evaluate(family: str, variant: str, seed: int, budget: str, root: Path) -> None:
+    run_dir = root / family / slug(variant) / f"seed{seed}"
+    if (run_dir / "eval_test.json").exists() and (run_dir / "eval_ood.json").exists():
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "failed.json").unlink(missing_ok=True)
+    overrides = BUDGETS[budget].get(family, BUDGETS[budget]["*"])
+    overrides = [*overrides, *VARIANTS[variant], f"seed={seed}", "eval_every=0"]
+    command = [*MCRL, "train", str(HERE / CONFIGS[family]), "--out", str(run_dir / "run")]
+    command += [arg for o in overrides for arg in ("--set", o)] + ["--no-progress"]
+    if (run_dir / "run" / "checkpoints" / "latest.pt").exists():
+        command.append("--resume")
+    start = time.perf_counter()
+    try:
+        run(command, run_dir / "log.txt")
+        wall = time.perf_counter() - start
+        for split in ("test", "ood"):
+            evaluate(run_dir / "run", split)
+            (run_dir / "run" / f"eval_{split}.json").replace(run_dir / f"eval_{split}.json")
+    except subprocess.CalledProcessError as exc:
+        tail = (run_dir / "log.txt").read_text().strip().splitlines()[-1:] or [str(exc)]
+        (run_dir / "failed.json").write_text(json.dumps({"command": command, "error": tail[0]}))
+        print(f"FAILED {family} / {variant} / seed {seed}: {tail[0]}", file=sys.stderr)
+        return
+    metrics = (run_dir / "run" / "metrics.csv").read_text().strip().splitlines()
+    env_steps = int(metrics[-1].split(",")[1])
+    (run_dir / "train.json").write_text(
+        json.dumps(
+            {"command": command, "wall_s": round(wall, 1), "env_steps": env_steps, "budget": budget}
+        )
+    )
+
+
+def baseline(family: str, kind: str, seed: int, root: Path) -> None:
+    run_dir = root / family / f"sb3_ppo_{kind}" / f"seed{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for split in ("test", "ood"):
+        out = run_dir / f"eval_{split}.json"
+        if out.exists():
+            continue
+        command = [sys.executable, str(HERE / "baselines" / "sb3_ppo.py"), kind]
+        command += ["--family", family, "--split", split, "--tasks", "10", "--steps", "3"]
+        command += ["--episodes", "10", "--seed", str(seed), "--out", str(out)]
+        command += ["--pretrain-steps", "100000"] if kind == "multitask" else []
+        try:
+            run(command, run_dir / "log.txt")
+        except subprocess.CalledProcessError:
+            tail = (run_dir / "log.txt").read_text().strip().splitlines()[-1:]
+            (run_dir / "failed.json").write_text(json.dumps({"command": command, "error": tail}))
+
+
+def cell(values: list[float]) -> str:
+    if not values:
+        return "–"
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return f"{mean:.1f}"
+    return f"{mean:.1f} ± {1.96 * float(np.std(values, ddof=1)) / math.sqrt(len(values)):.1f}"
+
+
+def table(root: Path) -> str:
+    """The markdown table: mean over seeds ± 95% CI over seeds, per number of steps."""
+    lines = [
+        "| family | method | seeds | test: 0 / 1 / 2 / 3 steps | ood: 0 / 1 / 2 / 3 steps "
+        "| train env steps | train wall (s) | budget |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    methods = [*VARIANTS, "sb3_ppo_scratch", "sb3_ppo_multitask"]
+    for family in CONFIGS:
+        for method in methods:
+            runs = sorted((root / family / slug(method)).glob("seed*"))
+            if not runs:
+                continue
+            evals = {s: [] for s in ("test", "ood")}
+            failed, trains = [], []
+            for r in runs:
+                if (r / "failed.json").exists():
+                    failed.append(json.loads((r / "failed.json").read_text())["error"])
+                for split in evals:
+                    if (r / f"eval_{split}.json").exists():
+                        evals[split].append(json.loads((r / f"eval_{split}.json").read_text()))
+                if (r / "train.json").exists():
+                    trains.append(json.loads((r / "train.json").read_text()))
+            cols = []
+            for split in ("test", "ood"):
+                steps = len(evals[split][0]["returns"]) if evals[split] else 0
+                per_step = [[e["returns"][k] for e in evals[split]] for k in range(steps)]
+                cols.append(" / ".join(cell(v) for v in per_step) or "–")
+            steps_used = cell([t["env_steps"] for t in trains]).split(" ±")[0] if trains else "–"
+            wall = cell([t["wall_s"] for t in trains]).split(" ±")[0] if trains else "–"
+            budget = (
+                trains[0]["budget"]
+                if trains
+                else ("pretrain 100k" if "multitask" in method else "–")
+            )
+            note = f" **failed: {failed[0]}**" if failed else ""
+            lines.append(
+                f"| {family} | {method}{note} | {len(evals['test'])} | {cols[0]} | {cols[1]} "
+                f"| {steps_used} | {wall} | {budget} |"
+            )
+        if family in LITERATURE:
+            name, numbers = LITERATURE[family]
+            lines.append(
+                f"| {family} | {name} | – | {' / '.join(f'{x:.2f}' for x in numbers)} | – | – | – | paper |"
+            )
+    machine = f"{platform.node()}: {platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    return (
+        "\n".join(lines)
+        + f"\n\nGenerated by `python experiments/run_benchmarks.py --table-only` from `{root}` ({machine}).\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--budget", choices=list(BUDGETS), default="reduced")
+    parser.add_argument("--baselines", nargs="*", choices=["scratch", "multitask"], default=[])
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "benchmarks")
+    parser.add_argument("--table-only", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.table_only:
+        for family in args.families:
+            for seed in args.seeds:
+                for variant in args.variants:
+                    print(f"{family} / {variant} / seed {seed}", file=sys.stderr, flush=True)
+                    train_and_evaluate(family, variant, seed, args.budget, args.out)
+                for kind in args.baselines:
+                    baseline(family, kind, seed, args.out)
+    text = table(args.out)
+    (args.out / "table.md").parent.mkdir(parents=True, exist_ok=True)
+    (args.out / "table.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
