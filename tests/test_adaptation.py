@@ -13,22 +13,11 @@ from stable_baselines3 import PPO
 
 import mcrl
 from mcrl.cli import main
-
-TINY = [
-    "sampler.backend=local",
-    "horizon=10",
-    "meta_batch_size=3",
-    "episodes_per_task=2",
-    "iterations=2",
-    "policy.hidden_sizes=[8]",
-    "eval_every=2",
-    "eval_tasks=2",
-    "outer_epochs=1",
-]
+from tests.conftest import tiny_config
 
 
 def trained_run(path, family, *extra):
-    mcrl.train(mcrl.load_config(None, [f"family={family}", *TINY, *extra]), path)
+    mcrl.train(tiny_config(f"family={family}", "outer_epochs=1", *extra), path)
     return path
 
 
