@@ -30,6 +30,7 @@ def test_driver_runs_resumes_and_reports_failures(tmp_path, monkeypatch, capsys)
     assert "| Navigation2D | identity (MAML) | 1 |" in row and " / " in row
     assert "broken **failed:" in table and "spherical" in table
     assert "MAML (Finn et al. 2017) | – | -40.41 / -11.68 / -3.33 / -3.23" in table
+    assert "kronecker ≥ identity on 0 of 0 families" in table  # no kronecker run here
 
     done = tmp_path / "Navigation2D" / driver.slug("identity (MAML)") / "seed0"
     stamp = (done / "eval_test.json").stat().st_mtime_ns
