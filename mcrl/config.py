@@ -142,9 +142,10 @@ class TrainConfig:
     """TRPO: largest mean KL(π'_sampling ‖ π'_θ) of the adapted policies on their episodes."""
     cg_iterations: int = positive(10)
     """TRPO: conjugate-gradient iterations for the search direction."""
-    fisher_task_fraction: float = check(lambda x: 0 < x <= 1, "in (0, 1]", 1.0)
-    """TRPO: fraction of the meta-batch's tasks whose KL Hessian the conjugate gradient uses (the
-    costly part; OpenAI's TRPO uses a fifth of the samples). The line search checks every task."""
+    fisher_episode_fraction: float = check(lambda x: 0 < x <= 1, "in (0, 1]", 1.0)
+    """TRPO: share of every task's episodes (pre- and post-adaptation) in the KL Hessian-vector
+    products of the conjugate gradient, the costly part (OpenAI's TRPO uses a fifth of the
+    samples). The step's scale and the line search use all episodes."""
     cg_damping: float = non_negative(1e-5)
     """TRPO: damping added to the KL Hessian-vector products."""
     line_search_steps: int = positive(15)

@@ -321,18 +321,19 @@ class MetaLearner:
             cfg.max_kl, cfg.cg_iterations, cfg.cg_damping, cfg.line_search_steps
         )
         fisher_kl = terms["kl_outer"]
-        fisher_tasks = max(1, round(cfg.fisher_task_fraction * post.num_tasks))
-        if fisher_tasks < post.num_tasks:
-            # Tasks are sampled independently, so the first k are a random subset of them.
-            subset = slice(0, fisher_tasks)
-            sub_pre = [data.tasks(subset) for data in pre]
+        fisher_episodes = max(1, round(cfg.fisher_episode_fraction * post.episodes))
+        if fisher_episodes < post.episodes:
+            # The KL Hessian from fewer episodes of every task: the adapted policies of those
+            # episodes, compared with themselves at this θ (so the KL and its gradient are 0).
+            sub_pre = [data.first_episodes(fisher_episodes) for data in pre]
             sub_first = self.objective.first_step(
                 theta, sub_pre[0], create_graph=not cfg.first_order
             )
             adapted = self.objective.adapt(theta, sub_pre, sub_first)
-            sub_sampling = tuple(d[subset] for d in sampling)
-            _, kl = surrogate_and_kl(self.policy, adapted, post.tasks(subset), sub_sampling)
-            fisher_kl = kl.mean()
+            sub_post = post.first_episodes(fisher_episodes)
+            distribution = self.policy.distribution(adapted, sub_post.observations)
+            reference = tuple(d.detach() for d in distribution)
+            fisher_kl = kl_penalty(self.policy, reference, distribution, sub_post).mean()
         outcome = trust_region_step(list(theta.values()), loss, fisher_kl, evaluate, settings)
         return terms | {name: torch.tensor(value) for name, value in outcome.items()}
 

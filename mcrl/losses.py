@@ -83,6 +83,16 @@ class TaskTensors:
             mask=self.mask[index],
         )
 
+    def first_episodes(self, count: int) -> TaskTensors:
+        """Every task's first ``count`` episodes (a smaller batch with the same layout)."""
+
+        def keep(x: Tensor) -> Tensor:
+            per_step = x.reshape(x.shape[0], self.horizon, self.episodes, *x.shape[2:])
+            return per_step[:, :, :count].reshape(x.shape[0], self.horizon * count, *x.shape[2:])
+
+        fields = ("observations", "actions", "log_probs", "advantages", "mask")
+        return replace(self, **{f: keep(getattr(self, f)) for f in fields}, episodes=count)
+
     def episode_halves(self) -> tuple[TaskTensors, TaskTensors]:
         """The same data masked to the first and to the second half of the episodes."""
         if self.episodes < 2:
