@@ -99,3 +99,12 @@ def test_bench_e2e_reports_seconds_per_iteration_and_peak_memory(capsys, tmp_pat
     assert 0 < result["env_steps_per_iteration"] <= 2 * 2 * 2 * 10  # 2 phases of 2 x 2 x 10
     assert 100 < result["peak_rss_mb"] < 10_000
     assert {"time_sample_pre", "time_meta_step", "command"} <= set(result)
+
+
+def test_bench_e2e_with_an_unknown_family_is_one_line_and_exit_2(capsys):
+    from pathlib import Path
+
+    config = Path(__file__).parents[1] / "experiments" / "navigation2d.yaml"
+    assert main(["bench", "e2e", str(config), "--set", "family=Nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown family 'Nope'" in err and len(err.strip().splitlines()) == 1

@@ -215,6 +215,7 @@ def test_cli_train_smoke_run_writes_the_run_directory(tmp_path):
     [
         ("inner_lrr=0.1", "unknown config key 'inner_lrr'"),
         ("meta_lr=-1", "'meta_lr' must be > 0"),
+        ("meta_lr=fast", "'meta_lr' must be a number, got 'fast'"),
         ("meta_batch_size=0", "'meta_batch_size' must be > 0"),
         ("first_order=maybe", "'first_order' must be true or false"),
         ("curvature=full", "'curvature' must be one of 'identity', 'diagonal', 'kronecker'"),
@@ -316,3 +317,9 @@ def test_tensorboard_events_hold_the_metrics_and_resume_replaces_later_steps(tmp
     mcrl.train(tiny_config(iterations=4), run, resume=True)
     steps = [step for step, _ in tensorboard_scalars(run)["loss/outer"]]
     assert steps == [0, 1, 2, 3]
+
+
+def test_exponent_notation_without_a_dot_is_a_number():
+    """YAML 1.1 reads 1e-4 as a string; config values of float keys accept it anyway."""
+    config = load_config(None, ["alignment_weight=1e-4", "meta_lr=3E-4"])
+    assert config.alignment_weight == 1e-4 and config.meta_lr == 3e-4
