@@ -196,8 +196,8 @@ def table(root: Path) -> str:
                 steps = len(evals[split][0]["returns"]) if evals[split] else 0
                 per_step = [[e["returns"][k] for e in evals[split]] for k in range(steps)]
                 cols.append(" / ".join(cell(v) for v in per_step) or "–")
-            steps_used = cell([t["env_steps"] for t in trains]).split(" ±")[0] if trains else "–"
-            wall = cell([t["wall_s"] for t in trains]).split(" ±")[0] if trains else "–"
+            steps_used = f"{np.mean([t['env_steps'] for t in trains]):,.0f}" if trains else "–"
+            wall = f"{np.mean([t['wall_s'] for t in trains]):.0f}" if trains else "–"
             budget = (
                 trains[0]["budget"]
                 if trains

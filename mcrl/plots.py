@@ -62,8 +62,9 @@ def plot_learning_curve(rows: list[dict[str, str]], path: Path) -> Path:
         ax.plot(*_column(rows, key), label=f"train tasks, {label}", alpha=0.8)
     eval_keys = sorted(k for k in rows[0] if k.startswith("eval_return_"))
     for key in (eval_keys[0], eval_keys[-1]) if eval_keys else ():
-        steps = key.removeprefix("eval_return_")
-        ax.plot(*_column(rows, key), "o--", label=f"held-out tasks, {steps} steps")
+        steps = int(key.removeprefix("eval_return_"))
+        label = f"held-out tasks, after {steps} step{'s' if steps != 1 else ''}"
+        ax.plot(*_column(rows, key), "o--", label=label)
     ax.set_xlabel("env steps")
     ax.set_ylabel("mean episode return")
     ax.set_title("learning curve")
