@@ -14,12 +14,12 @@ checkpoint. A run that fails is recorded (``failed.json``) and shown as failed i
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -73,11 +73,17 @@ def run(command: list[str], log: Path) -> None:
         subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, check=True)
 
 
-def evaluate(run_dir: Path, split: str) -> None:
-    out = run_dir / f"eval_{split}.json"
-    command = [*MCRL, "evaluate", str(run_dir), "--split", split, *EVAL, "--json"]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    out.write_text(result.stdout.strip().splitlines()[-1])
+def evaluate(command: list[str], split: str, out: Path) -> None:
+    """Run an evaluation that prints its eval.json record last, into ``out``; a family without
+    that split gets ``{"unavailable": why}``."""
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode == 0:
+        out.write_text(result.stdout.strip().splitlines()[-1])
+    elif f"has no {split} split" in result.stderr:
+        why = result.stderr.strip().splitlines()[-1]
+        out.write_text(json.dumps({"split": split, "unavailable": why}))
+    else:
+        raise subprocess.CalledProcessError(result.returncode, command, stderr=result.stderr)
 
 
 def train_and_evaluate(family: str, variant: str, seed: int, budget: str, root: Path) -> None:
@@ -92,24 +98,24 @@ def train_and_evaluate(family: str, variant: str, seed: int, budget: str, root: 
     command += [arg for o in overrides for arg in ("--set", o)] + ["--no-progress"]
     if (run_dir / "run" / "checkpoints" / "latest.pt").exists():
         command.append("--resume")
-    start = time.perf_counter()
     try:
         run(command, run_dir / "log.txt")
-        wall = time.perf_counter() - start
         for split in ("test", "ood"):
-            evaluate(run_dir / "run", split)
-            (run_dir / "run" / f"eval_{split}.json").replace(run_dir / f"eval_{split}.json")
+            evaluation = [*MCRL, "evaluate", str(run_dir / "run"), "--split", split, *EVAL]
+            evaluate([*evaluation, "--json"], split, run_dir / f"eval_{split}.json")
     except subprocess.CalledProcessError as exc:
-        tail = (run_dir / "log.txt").read_text().strip().splitlines()[-1:] or [str(exc)]
-        (run_dir / "failed.json").write_text(json.dumps({"command": command, "error": tail[0]}))
-        print(f"FAILED {family} / {variant} / seed {seed}: {tail[0]}", file=sys.stderr)
+        output = exc.stderr or (run_dir / "log.txt").read_text()
+        error = (output.strip().splitlines() or [str(exc)])[-1]
+        (run_dir / "failed.json").write_text(json.dumps({"command": exc.cmd, "error": error}))
+        print(f"FAILED {family} / {variant} / seed {seed}: {error}", file=sys.stderr)
         return
-    metrics = (run_dir / "run" / "metrics.csv").read_text().strip().splitlines()
-    env_steps = int(metrics[-1].split(",")[1])
+    with (run_dir / "run" / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    # Training time from the run's own per-phase timings: right even when a rerun resumed it.
+    seconds = sum(float(v) for row in rows for k, v in row.items() if k.startswith("time_"))
+    record = {"command": command, "wall_s": round(seconds, 1), "budget": budget}
     (run_dir / "train.json").write_text(
-        json.dumps(
-            {"command": command, "wall_s": round(wall, 1), "env_steps": env_steps, "budget": budget}
-        )
+        json.dumps(record | {"env_steps": int(rows[-1]["env_steps"])})
     )
 
 
@@ -125,10 +131,10 @@ def baseline(family: str, kind: str, seed: int, root: Path) -> None:
         command += ["--episodes", "10", "--seed", str(seed), "--out", str(out)]
         command += ["--pretrain-steps", "100000"] if kind == "multitask" else []
         try:
-            run(command, run_dir / "log.txt")
-        except subprocess.CalledProcessError:
-            tail = (run_dir / "log.txt").read_text().strip().splitlines()[-1:]
-            (run_dir / "failed.json").write_text(json.dumps({"command": command, "error": tail}))
+            evaluate(command, split, out)
+        except subprocess.CalledProcessError as exc:
+            error = (exc.stderr.strip().splitlines() or ["?"])[-1]
+            (run_dir / "failed.json").write_text(json.dumps({"command": command, "error": error}))
 
 
 def cell(values: list[float]) -> str:
@@ -172,7 +178,7 @@ def table(root: Path) -> str:
     """The markdown table: mean over seeds ± 95% CI over seeds, per number of steps."""
     lines = [
         "| family | method | seeds | test: 0 / 1 / 2 / 3 steps | ood: 0 / 1 / 2 / 3 steps "
-        "| train env steps | train wall (s) | budget |",
+        "| train env steps | train time (s) | budget |",
         "|---|---|---|---|---|---|---|---|",
     ]
     methods = [*VARIANTS, "sb3_ppo_scratch", "sb3_ppo_multitask"]
@@ -182,20 +188,25 @@ def table(root: Path) -> str:
             if not runs:
                 continue
             evals = {s: [] for s in ("test", "ood")}
+            unavailable = dict.fromkeys(evals, False)
             failed, trains = [], []
             for r in runs:
                 if (r / "failed.json").exists():
                     failed.append(json.loads((r / "failed.json").read_text())["error"])
                 for split in evals:
-                    if (r / f"eval_{split}.json").exists():
-                        evals[split].append(json.loads((r / f"eval_{split}.json").read_text()))
+                    path = r / f"eval_{split}.json"
+                    record = json.loads(path.read_text()) if path.exists() else {}
+                    if "returns" in record:
+                        evals[split].append(record)
+                    unavailable[split] |= "unavailable" in record
                 if (r / "train.json").exists():
                     trains.append(json.loads((r / "train.json").read_text()))
             cols = []
             for split in ("test", "ood"):
                 steps = len(evals[split][0]["returns"]) if evals[split] else 0
                 per_step = [[e["returns"][k] for e in evals[split]] for k in range(steps)]
-                cols.append(" / ".join(cell(v) for v in per_step) or "–")
+                missing = f"no {split} split" if unavailable[split] else "–"
+                cols.append(" / ".join(cell(v) for v in per_step) or missing)
             steps_used = f"{np.mean([t['env_steps'] for t in trains]):,.0f}" if trains else "–"
             wall = f"{np.mean([t['wall_s'] for t in trains]):.0f}" if trains else "–"
             budget = (

@@ -36,3 +36,21 @@ def test_driver_runs_resumes_and_reports_failures(tmp_path, monkeypatch, capsys)
     stamp = (done / "eval_test.json").stat().st_mtime_ns
     assert driver.main(args) == 0  # resumable: the finished run is not redone
     assert (done / "eval_test.json").stat().st_mtime_ns == stamp
+
+
+def test_a_family_without_the_split_is_recorded_not_failed(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import pytest
+
+    driver = load_driver()
+    out = tmp_path / "eval_ood.json"
+    no_split = "import sys; sys.stderr.write('mcrl: error: F has no ood split'); sys.exit(2)"
+    driver.evaluate([sys.executable, "-c", no_split], "ood", out)
+    assert json.loads(out.read_text())["unavailable"] == "mcrl: error: F has no ood split"
+    crash = "import sys; sys.stderr.write('boom'); sys.exit(1)"
+    with pytest.raises(subprocess.CalledProcessError) as error:
+        driver.evaluate([sys.executable, "-c", crash], "ood", tmp_path / "other.json")
+    assert error.value.stderr == "boom" and not (tmp_path / "other.json").exists()
