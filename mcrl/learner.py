@@ -323,19 +323,25 @@ class MetaLearner:
         fisher_kl = terms["kl_outer"]
         fisher_episodes = max(1, round(cfg.fisher_episode_fraction * post.episodes))
         if fisher_episodes < post.episodes:
-            # The KL Hessian from fewer episodes of every task: the adapted policies of those
-            # episodes, compared with themselves at this θ (so the KL and its gradient are 0).
-            sub_pre = [data.first_episodes(fisher_episodes) for data in pre]
-            sub_first = self.objective.first_step(
-                theta, sub_pre[0], create_graph=not cfg.first_order
-            )
-            adapted = self.objective.adapt(theta, sub_pre, sub_first)
-            sub_post = post.first_episodes(fisher_episodes)
-            distribution = self.policy.distribution(adapted, sub_post.observations)
-            reference = tuple(d.detach() for d in distribution)
-            fisher_kl = kl_penalty(self.policy, reference, distribution, sub_post).mean()
+            fisher_kl = self._kl_on_fewer_episodes(theta, pre, post, fisher_episodes)
         outcome = trust_region_step(list(theta.values()), loss, fisher_kl, evaluate, settings)
         return terms | {name: torch.tensor(value) for name, value in outcome.items()}
+
+    def _kl_on_fewer_episodes(
+        self, theta: Params, pre: Sequence[TaskTensors], post: TaskTensors, episodes: int
+    ) -> Tensor:
+        """A KL whose Hessian at θ approximates TRPO's from every task's first ``episodes``
+        episodes: the policies adapted on those, against themselves at this θ (so the KL and
+        its gradient are 0 here, and its Hessian is a Fisher matrix)."""
+        few_pre = [data.first_episodes(episodes) for data in pre]
+        first = self.objective.first_step(
+            theta, few_pre[0], create_graph=not self.config.first_order
+        )
+        adapted = self.objective.adapt(theta, few_pre, first)
+        few_post = post.first_episodes(episodes)
+        distribution = self.policy.distribution(adapted, few_post.observations)
+        reference = tuple(d.detach() for d in distribution)
+        return kl_penalty(self.policy, reference, distribution, few_post).mean()
 
     def _step(self, name: str, loss: Tensor, inputs: list[Tensor] | None = None) -> None:
         optimizer = self.optimizers[name]

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 SCRIPT = Path(__file__).parents[1] / "experiments" / "run_benchmarks.py"
 
@@ -39,12 +44,6 @@ def test_driver_runs_resumes_and_reports_failures(tmp_path, monkeypatch, capsys)
 
 
 def test_a_family_without_the_split_is_recorded_not_failed(tmp_path):
-    import json
-    import subprocess
-    import sys
-
-    import pytest
-
     driver = load_driver()
     out = tmp_path / "eval_ood.json"
     no_split = "import sys; sys.stderr.write('mcrl: error: F has no ood split'); sys.exit(2)"
