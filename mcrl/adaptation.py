@@ -36,7 +36,15 @@ from mcrl.policies import (
 )
 from mcrl.sampler import SERIAL_GROUP, LocalSampler
 from mcrl.tasks import SPLITS, Task, TaskFamily, check_non_negative_int, make_family
-from mcrl.trainer import atomic_save, build_family, build_learner, family_spaces, load_checkpoint
+from mcrl.trainer import (
+    atomic_save,
+    build_family,
+    build_learner,
+    family_spaces,
+    first_line,
+    load_checkpoint,
+    load_weights_only,
+)
 
 ADAPTED_FORMAT = 1
 ADAPTED_FILE = "adapted.pt"
@@ -146,12 +154,7 @@ class AdaptedPolicy:
         path = Path(path)
         if path.is_dir():
             path = path / ADAPTED_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"adapted policy {str(path)!r} does not exist")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"adapted policy {str(path)!r} is unreadable: {exc}") from None
+        state = load_weights_only(path, "adapted policy")
         if not isinstance(state, dict) or state.get("kind") != "adapted_policy":
             raise ValueError(f"{str(path)!r} is not an adapted policy written by mcrl adapt")
         try:
@@ -200,10 +203,9 @@ class MetaPolicy:
             assert isinstance(learner, MetaLearner)
             learner.load_state_dict(state["learner"])
         except (KeyError, RuntimeError, ValueError) as exc:
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ValueError(
                 f"checkpoint {str(path)!r} does not match the policy its config describes "
-                f"(incompatible shapes or settings): {first_line}"
+                f"(incompatible shapes or settings): {first_line(exc)}"
             ) from None
         return cls(learner, config, family, iteration=state["iteration"], source=str(path))
 

@@ -38,15 +38,13 @@ class SpacesOnlyEnv(gym.Env):
         self.observation_space = observation_space
         self.action_space = action_space
 
+    NOT_STEPPABLE = "this env only carries spaces; train with PPO.load(path, env=<your env>)"
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        raise RuntimeError(
-            "this env only carries spaces; train with PPO.load(path, env=<your env>)"
-        )
+        raise RuntimeError(self.NOT_STEPPABLE)
 
     def step(self, action):
-        raise RuntimeError(
-            "this env only carries spaces; train with PPO.load(path, env=<your env>)"
-        )
+        raise RuntimeError(self.NOT_STEPPABLE)
 
 
 def to_sb3(policy: AdaptedPolicy, env: gym.Env | None = None, **ppo_kwargs: Any) -> PPO:

@@ -57,20 +57,31 @@ def atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line, for one-line errors."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def load_weights_only(path: Path, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` (nothing in the file executes); a missing or
+    unreadable file raises one line naming ``what``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for truncated or foreign files
+        raise ValueError(
+            f"{what} {str(path)!r} is unreadable (truncated or not written by mcrl): "
+            + first_line(exc).split(". ")[0]
+        ) from exc
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's contents, loaded without executing code (``weights_only=True``)."""
+    """A checkpoint's contents (a run directory means its ``checkpoints/latest.pt``)."""
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoints" / "latest.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for truncated or foreign files
-        first_sentence = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]
-        raise ValueError(
-            f"checkpoint {str(path)!r} is unreadable (truncated or not an mcrl checkpoint): {first_sentence}"
-        ) from exc
+    state = load_weights_only(path, "checkpoint")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
             f"checkpoint {str(path)!r} is not an mcrl checkpoint of format {CHECKPOINT_FORMAT}"

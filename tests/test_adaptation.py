@@ -195,3 +195,13 @@ def test_export_refuses_an_adapted_policy_of_another_shape(
     ]
     assert main(args) == 2
     assert "hidden sizes (4,)" in capsys.readouterr().err
+
+
+def test_export_refuses_a_corrupted_adapted_policy_in_one_line(pendulum_run, tmp_path, capsys):
+    (tmp_path / "adapted").mkdir()
+    (tmp_path / "adapted" / "adapted.pt").write_bytes(b"not a torch file")
+    args = ["export-sb3", str(pendulum_run), "--adapted", str(tmp_path / "adapted")]
+    assert main([*args, "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "adapted policy" in err and "is unreadable (truncated" in err
+    assert len(err.strip().splitlines()) == 1
