@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from mcrl.gym_family import EnvParam, GymFamily
 from mcrl.tasks import Task
+from mcrl.tasks.gym_family import EnvParam, GymFamily
 
 
 def random_physics(log_scale: float) -> dict[str, EnvParam]:

@@ -9,7 +9,7 @@ import numpy as np
 from gymnasium import spaces
 
 from mcrl.tasks import BoxTaskSpace, Range, Task, TaskFamily
-from mcrl.vector_env import TaskVectorEnv
+from mcrl.tasks.vector_env import TaskVectorEnv
 
 MAX_SPEED = 0.1
 GOAL_RADIUS = 0.01

@@ -9,7 +9,7 @@ import numpy as np
 from gymnasium.utils import seeding
 
 from mcrl.tasks import BoxTaskSpace, Range, Task, TaskFamily
-from mcrl.vector_env import TaskVectorEnv
+from mcrl.tasks.vector_env import TaskVectorEnv
 
 MAX_SPEED = 8.0
 MAX_TORQUE = 2.0

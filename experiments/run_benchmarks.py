@@ -55,7 +55,7 @@ BUDGETS = {
     "full": {"*": []},
 }
 EVAL = ["--tasks", "10", "--steps", "3"]
-MCRL = [sys.executable, "-m", "mcrl.cli"]  # the `mcrl` command of this interpreter
+MCRL = [sys.executable, "-m", "mcrl"]  # the `mcrl` command of this interpreter
 # Published numbers after 0/1/2/3 steps (design §7): MAML-TRPO.
 LITERATURE = {
     "Navigation2D": ("MAML (Finn et al. 2017)", [-40.41, -11.68, -3.33, -3.23]),

@@ -2,7 +2,7 @@
 
 Amplitude U[0.1, 5], phase U[0, π], inputs U[-5, 5]; a 1-40-40-1 ReLU network; one adaptation
 step on K = 10 points, loss on 10 fresh points of the same sinusoid. The adaptation and the
-curvature are mcrl's own (``mcrl.curvature.adapt``, ``mcrl.make_curvature``), batched over tasks
+curvature are mcrl's own (``mcrl.meta.curvature.adapt``, ``mcrl.make_curvature``), batched over tasks
 exactly as in RL. Park & Oliva (2019) report 10-shot test MSE: MAML 0.44, Meta-SGD 0.26,
 Meta-Curvature 0.20 (70,000 iterations of 25 tasks).
 
@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mcrl.curvature import CURVATURES, adapt, make_curvature
-from mcrl.policies import mlp
-from mcrl.threads import configure_torch_threads
+from mcrl.common.policies import mlp
+from mcrl.common.threads import configure_torch_threads
+from mcrl.meta.curvature import CURVATURES, adapt, make_curvature
 
 PAPER = {"identity": 0.44, "diagonal": 0.26, "kronecker": 0.20}
 

@@ -1,14 +1,12 @@
 """mcrl: meta-reinforcement learning with a learned initialisation and a learned curvature."""
 
-from mcrl.adaptation import AdaptedPolicy, MetaPolicy, load
-from mcrl.config import TrainConfig, load_config
-from mcrl.curvature import make_curvature
-from mcrl.episodes import EpisodeBatch
-from mcrl.gym_family import EnvParam, GymFamily, declare_family
-from mcrl.learner import MetaLearner
-from mcrl.losses import alignment_loss
-from mcrl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, make_policy
-from mcrl.sampler import LocalSampler
+from mcrl.common.config import TrainConfig, load_config
+from mcrl.common.policies import CategoricalMLPPolicy, GaussianMLPPolicy, make_policy
+from mcrl.meta.curvature import make_curvature
+from mcrl.meta.learner import MetaLearner
+from mcrl.meta.losses import alignment_loss
+from mcrl.rollout.episodes import EpisodeBatch
+from mcrl.rollout.sampler import LocalSampler
 from mcrl.tasks import (
     BoxTaskSpace,
     Range,
@@ -18,7 +16,9 @@ from mcrl.tasks import (
     make_family,
     register_family,
 )
-from mcrl.trainer import Trainer, train
+from mcrl.tasks.gym_family import EnvParam, GymFamily, declare_family
+from mcrl.training.adaptation import AdaptedPolicy, MetaPolicy, load
+from mcrl.training.trainer import Trainer, train
 
 __all__ = [
     "AdaptedPolicy",

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import mcrl
-from mcrl.policies import params_to_numpy
+from mcrl.common.policies import params_to_numpy
 
 
 @pytest.fixture

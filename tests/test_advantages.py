@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcrl.advantages import LinearFeatureBaseline, discounted_returns, gae
+from mcrl.meta.advantages import LinearFeatureBaseline, discounted_returns, gae
 
 
 def test_gae_matches_a_hand_computed_example():

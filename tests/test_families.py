@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mcrl
-from mcrl.gym_family import EnvParam, GymFamily, declare_family
+from mcrl.tasks.gym_family import EnvParam, GymFamily, declare_family
 from tests.conftest import make_policy_for, tiny_config
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
@@ -153,7 +153,7 @@ def test_a_mass_that_could_become_non_positive_is_refused():
 def test_a_family_class_in_a_user_module_can_be_named_in_a_config(tmp_path, monkeypatch):
     module = tmp_path / "my_families.py"
     module.write_text(
-        "from mcrl.gym_family import EnvParam, GymFamily\n"
+        "from mcrl.tasks.gym_family import EnvParam, GymFamily\n"
         "class PowerCar(GymFamily):\n"
         "    name = 'PowerCar'\n"
         "    env_id = 'MountainCarContinuous-v0'\n"

@@ -9,17 +9,17 @@ import pytest
 import torch
 
 import mcrl
-from mcrl.config import TrainConfig
-from mcrl.curvature import make_curvature
-from mcrl.learner import MetaLearner, MetaObjective
-from mcrl.losses import (
+from mcrl.common.config import TrainConfig
+from mcrl.common.policies import GaussianMLPPolicy
+from mcrl.meta.curvature import make_curvature
+from mcrl.meta.learner import MetaLearner, MetaObjective
+from mcrl.meta.losses import (
     TaskTensors,
     affinity_matrix,
     alignment_loss,
     inner_loss,
     surrogate_and_kl,
 )
-from mcrl.policies import GaussianMLPPolicy
 from tests.conftest import perturbed_params
 
 
@@ -299,7 +299,7 @@ def test_curvature_stats_start_at_the_identity_and_move_with_c(kind):
 
 
 def test_conjugate_gradient_solves_a_positive_definite_system():
-    from mcrl.trust_region import conjugate_gradient
+    from mcrl.meta.trust_region import conjugate_gradient
 
     rng = np.random.default_rng(0)
     m = torch.from_numpy(rng.standard_normal((6, 6)))
@@ -356,7 +356,7 @@ def test_trpo_step_stays_in_the_trust_region_and_improves(
 
 
 def test_trpo_needs_the_alternating_schedule():
-    from mcrl.config import ConfigError, load_config
+    from mcrl.common.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match="'outer' = trpo needs schedule: alternate"):
         load_config(None, ["outer=trpo", "schedule=joint"])

@@ -16,7 +16,7 @@ import ray
 
 import mcrl
 import tests.ray_helpers as helpers
-from mcrl.ray_sampler import RaySampler, SamplingError
+from mcrl.rollout.ray_sampler import RaySampler, SamplingError
 from tests.conftest import make_policy_for, perturbed_params, tiny_config
 from tests.test_sampler import assert_same_batches
 
@@ -118,7 +118,7 @@ def test_train_runs_end_to_end_on_the_ray_backend(ray_session, tmp_path):
 
 def run_cli(args, cwd, timeout=240):
     return subprocess.run(
-        [sys.executable, "-m", "mcrl.cli", *args],
+        [sys.executable, "-m", "mcrl", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -158,7 +158,7 @@ CLUSTER_SCRIPT = textwrap.dedent(
     import numpy as np
     from ray.cluster_utils import Cluster
     import mcrl, tests.ray_helpers as helpers
-    from mcrl.ray_sampler import RaySampler
+    from mcrl.rollout.ray_sampler import RaySampler
     from tests.conftest import make_policy_for, perturbed_params
     from tests.test_sampler import assert_same_batches
 
@@ -214,8 +214,8 @@ def test_a_node_removed_mid_run_costs_no_episodes(tmp_path):
     ],
 )
 def test_learner_placement_rules(placement, num_gpus, cuda, expected):
-    from mcrl.config import LearnerConfig
-    from mcrl.placement import learner_placement
+    from mcrl.common.config import LearnerConfig
+    from mcrl.training.placement import learner_placement
 
     assert (
         learner_placement(LearnerConfig(placement=placement, num_gpus=num_gpus), cuda) == expected

@@ -6,8 +6,8 @@ import torch
 from mcrl_envs.navigation import Navigation2D
 
 import mcrl
-from mcrl.episodes import EpisodeBatch
-from mcrl.policies import params_to_numpy, stack_params
+from mcrl.common.policies import params_to_numpy, stack_params
+from mcrl.rollout.episodes import EpisodeBatch
 from tests.conftest import make_policy_for, perturbed_params
 
 FAMILIES = ["Navigation2D", "PendulumDynamics"]
@@ -68,7 +68,7 @@ def test_chunking_invariance(name):
     )
     assert_same_batches(whole, halves)
     # Uneven chunks of (task, episode) slots, which take the per-env parameter path.
-    from mcrl.sampler import EpisodeSlot, assemble_batches
+    from mcrl.rollout.sampler import EpisodeSlot, assemble_batches
 
     slots = [EpisodeSlot(i, e) for i in range(4) for e in range(3)]
     engine = sampler.engine

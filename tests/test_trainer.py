@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import mcrl
-from mcrl.config import ConfigError, load_config
-from mcrl.trainer import Trainer, TrainingError, load_checkpoint
+from mcrl.common.config import ConfigError, load_config
+from mcrl.training.trainer import Trainer, TrainingError, load_checkpoint
 
 TINY = [
     "family=Navigation2D",
@@ -188,7 +188,7 @@ def test_ctrl_c_saves_the_last_completed_iteration(tmp_path, monkeypatch):
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mcrl.cli", *args],
+        [sys.executable, "-m", "mcrl", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -298,7 +298,7 @@ def tensorboard_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def test_tensorboard_events_hold_the_metrics_and_resume_replaces_later_steps(tmp_path):
-    from mcrl.trainer import tensorboard_tag
+    from mcrl.training.trainer import tensorboard_tag
 
     run = tmp_path / "run"
     mcrl.train(tiny_config(iterations=3), run)

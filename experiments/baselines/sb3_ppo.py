@@ -30,9 +30,9 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.evaluation import evaluate_policy
 from torch import nn
 
-from mcrl.evaluation import eval_record
+from mcrl.common.threads import configure_torch_threads
 from mcrl.tasks import Task, TaskFamily, make_family
-from mcrl.threads import configure_torch_threads
+from mcrl.training.evaluation import eval_record
 
 
 class TaskResamplingEnv(gym.Wrapper):

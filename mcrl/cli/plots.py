@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mcrl.trainer import load_checkpoint  # noqa: E402
+from mcrl.training.checkpoints import load_checkpoint  # noqa: E402
 
 DPI = 120
 

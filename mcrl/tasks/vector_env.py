@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 import gymnasium as gym
 import numpy as np
 
-if TYPE_CHECKING:
-    from mcrl.tasks import Task, TaskFamily
+from mcrl.tasks.task import Task
+
+if TYPE_CHECKING:  # the family builds these envs; the envs only hold on to it
+    from mcrl.tasks.family import TaskFamily
 
 
 class TaskVectorEnv(abc.ABC):

@@ -1,37 +1,28 @@
-"""Tasks, task families and the family registry.
+"""Task records and the boxes of parameters that task families sample them from.
 
 A :class:`Task` is a small frozen record (family name, split, index, parameters) that crosses
-process boundaries freely. A :class:`TaskFamily` knows how its tasks are distributed in each
-split, builds a Gymnasium env for a task, and re-targets an existing env to another task.
+process boundaries freely. A :class:`BoxTaskSpace` gives a family its train, test and ood
+splits over ranges of parameters, and checks parameters that a user gives by hand.
 """
 
 from __future__ import annotations
 
-import abc
-import importlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    import gymnasium as gym
-
-    from mcrl.vector_env import TaskVectorEnv
+from mcrl.common.validation import check_positive_int
 
 SPLITS = ("train", "test", "ood")
 
 ParamValue = float | tuple[float, ...]
 
 
-def _freeze_value(name: str, value: Any) -> ParamValue:
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return tuple(float(v) for v in np.asarray(value).ravel())
-    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-        return float(value)
-    raise ValueError(f"task parameter {name!r} must be a float or a list of floats, got {value!r}")
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclass(frozen=True)
@@ -48,8 +39,23 @@ class Task:
     params: Mapping[str, ParamValue] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        frozen = {str(k): _freeze_value(str(k), v) for k, v in dict(self.params).items()}
+        if not isinstance(self.params, Mapping):
+            raise ValueError(f"task parameters must be a mapping, got {self.params!r}")
+        frozen = {str(k): self.freeze(str(k), v) for k, v in self.params.items()}
         object.__setattr__(self, "params", frozen)
+
+    @staticmethod
+    def freeze(name: str, value: Any) -> ParamValue:
+        """A number, or a flat list of numbers, as a float or a tuple of floats."""
+        if isinstance(value, np.ndarray) and value.ndim <= 1:
+            value = value.tolist()
+        if _is_number(value):
+            return float(value)
+        if isinstance(value, (list, tuple)) and value and all(_is_number(v) for v in value):
+            return tuple(float(v) for v in value)
+        raise ValueError(
+            f"task parameter {name!r} must be a number or a non-empty list of numbers, got {value!r}"
+        )
 
     def __hash__(self) -> int:
         return hash((self.family, self.split, self.index, tuple(sorted(self.params.items()))))
@@ -65,19 +71,8 @@ def check_split(split: str) -> str:
     return split
 
 
-def check_non_negative_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 OOD_SIDES = ("both", "above", "below", "none")
+DOMAINS = ("real", "positive", "non_negative")
 
 
 @dataclass(frozen=True)
@@ -88,6 +83,9 @@ class Range:
     makes the parameter a vector whose coordinates each lie in the range (a 2D goal, say).
     ``ood`` says on which sides the out-of-distribution split may leave the range: ``both``,
     ``above``, ``below`` or ``none`` (an angle that wraps around, a radius that cannot go below 0).
+    ``domain`` is where the family can simulate a value at all: ``real``, ``positive`` (masses,
+    lengths; implied by ``log``) or ``non_negative`` (a radius, a damping). Parameters given by
+    hand outside it are refused, and so is an ood split that would leave it.
     """
 
     low: float
@@ -95,6 +93,7 @@ class Range:
     log: bool = False
     size: int = 1
     ood: str = "both"
+    domain: str = "real"
 
     def __post_init__(self) -> None:
         if not self.low < self.high:
@@ -104,6 +103,38 @@ class Range:
         check_positive_int("size", self.size)
         if self.ood not in OOD_SIDES:
             raise ValueError(f"ood must be one of {', '.join(OOD_SIDES)}; got {self.ood!r}")
+        if self.domain not in DOMAINS:
+            raise ValueError(f"domain must be one of {', '.join(DOMAINS)}; got {self.domain!r}")
+        if self.log and self.domain == "real":
+            object.__setattr__(self, "domain", "positive")  # a log-uniform value is positive
+        if not self.in_domain(np.array([self.low])).all():
+            raise ValueError(f"a {self.domain} range needs low in its domain, got low={self.low}")
+
+    def in_domain(self, values: np.ndarray) -> np.ndarray:
+        """Which of ``values`` the family can simulate (finite, and of the right sign)."""
+        finite = np.isfinite(values)
+        if self.domain == "positive":
+            return finite & (values > 0)
+        if self.domain == "non_negative":
+            return finite & (values >= 0)
+        return finite
+
+    def check_value(self, name: str, value: ParamValue) -> None:
+        """A one-line error naming ``name`` unless ``value`` has this range's size and domain."""
+        if self.size == 1 and isinstance(value, tuple):
+            raise ValueError(f"task parameter {name!r} must be one number, got {list(value)}")
+        if self.size > 1 and (not isinstance(value, tuple) or len(value) != self.size):
+            raise ValueError(
+                f"task parameter {name!r} must be a list of {self.size} numbers, got {value!r}"
+            )
+        bad = ~self.in_domain(np.atleast_1d(np.asarray(value, dtype=float)))
+        if bad.any():
+            what = {
+                "real": "finite",
+                "positive": "finite and > 0",
+                "non_negative": "finite and >= 0",
+            }
+            raise ValueError(f"task parameter {name!r} must be {what[self.domain]}, got {value!r}")
 
     def _to_unit(self, x: np.ndarray) -> np.ndarray:
         if self.log:
@@ -176,6 +207,13 @@ class BoxTaskSpace:
         ]
         self._ood_low = np.array([b[0] for b in bounds])
         self._ood_high = np.array([b[1] for b in bounds])
+        for name, rng in self.ranges.items():
+            lowest = rng._from_unit(np.array([rng.ood_bounds(self.ood_margin)[0]]))
+            if not rng.in_domain(lowest).all():
+                raise ValueError(
+                    f"the ood split of {name!r} reaches {float(lowest[0]):.3g}, outside its "
+                    f"{rng.domain} domain; use log=True, ood='above' or a smaller ood_margin"
+                )
 
     def _unit_to_params(self, u: np.ndarray) -> dict[str, ParamValue]:
         params: dict[str, ParamValue] = {}
@@ -189,8 +227,6 @@ class BoxTaskSpace:
     def _params_to_unit(self, params: Mapping[str, ParamValue]) -> np.ndarray:
         parts = []
         for name, rng in self.ranges.items():
-            if name not in params:
-                raise ValueError(f"task parameters lack {name!r}; expected {sorted(self.ranges)}")
             parts.append(rng._to_unit(np.atleast_1d(np.asarray(params[name], dtype=float))))
         return np.concatenate(parts)
 
@@ -202,8 +238,21 @@ class BoxTaskSpace:
     def has_ood(self) -> bool:
         return bool(np.any(self._ood_low < 0) or np.any(self._ood_high > 1))
 
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        """One-line errors for unknown or missing names, wrong sizes, non-numbers, NaN or
+        infinity, and values outside a parameter's domain."""
+        unknown = sorted(set(params) - set(self.ranges))
+        if unknown:
+            raise ValueError(f"unknown task parameter(s) {unknown}; valid: {sorted(self.ranges)}")
+        missing = sorted(set(self.ranges) - set(params))
+        if missing:
+            raise ValueError(f"missing task parameter(s) {missing}; valid: {sorted(self.ranges)}")
+        for name, rng in self.ranges.items():
+            rng.check_value(name, Task.freeze(name, params[name]))
+
     def split_of(self, params: Mapping[str, ParamValue]) -> str | None:
         """Which split can produce these parameters (None: none of them)."""
+        self.check_params(params)
         u = self._params_to_unit(params)
         if np.all((u >= 0) & (u <= 1)):
             return "test" if self._is_test_cell(u) else "train"
@@ -235,157 +284,3 @@ class BoxTaskSpace:
             out["test"][name] = f"test cells of {inner}"
             out["ood"][name] = outer
         return out
-
-
-class TaskFamily(abc.ABC):
-    """A family of related environments that differ in goals or dynamics.
-
-    Subclasses set ``name`` and ``default_horizon``, give a :class:`BoxTaskSpace` as ``space``
-    (or override :meth:`sample_params`, :meth:`split_of` and :meth:`describe`), and implement
-    :meth:`make_env` and :meth:`set_task`. :meth:`make_vector_env` may be overridden with a
-    natively vectorised implementation; the default steps one Gymnasium env per episode.
-    """
-
-    name: str = "TaskFamily"
-    default_horizon: int = 100
-    space: BoxTaskSpace | None = None
-    held_out_test: bool = True
-    """False for a family whose test tasks cannot differ from its training tasks (two-task
-    benchmarks such as HalfCheetahDir); every other family holds its test tasks out."""
-
-    def __init__(self, horizon: int | None = None):
-        self.horizon = check_positive_int(
-            "horizon", self.default_horizon if horizon is None else horizon
-        )
-
-    # -- task distribution -------------------------------------------------------------------
-    def sample_tasks(self, n: int, *, split: str = "train", seed: int | None = None) -> list[Task]:
-        """``n`` tasks of ``split``, indexed 0..n-1; the same seed gives the same tasks."""
-        check_positive_int("n", n)
-        check_split(split)
-        rng = np.random.default_rng(seed)
-        return [Task(self.name, split, i, self.sample_params(rng, split)) for i in range(n)]
-
-    def sample_params(self, rng: np.random.Generator, split: str) -> dict[str, ParamValue]:
-        return self._space().sample(rng, split)
-
-    def split_of(self, params: Mapping[str, ParamValue]) -> str | None:
-        """The split that can produce ``params``, or None when no split can."""
-        return self._space().split_of(params)
-
-    def describe(self) -> dict[str, dict[str, str]]:
-        """For each split, a text per parameter describing its range."""
-        return self._space().describe()
-
-    def _space(self) -> BoxTaskSpace:
-        if self.space is None:
-            raise NotImplementedError(
-                f"{type(self).__name__} has no `space`; override sample_params, split_of and describe"
-            )
-        return self.space
-
-    def check_task(self, task: Task) -> Task:
-        if not isinstance(task, Task):
-            raise ValueError(f"expected a Task, got {type(task).__name__}")
-        if task.family != self.name:
-            raise ValueError(f"task belongs to family {task.family!r}, not {self.name!r}")
-        return task
-
-    def task(self, params: Mapping[str, Any], *, split: str = "test", index: int = 0) -> Task:
-        """A task of this family with explicit parameters (for adapting to one chosen env)."""
-        expected = set(self.describe()["train"])
-        unknown = set(params) - expected
-        if unknown:
-            raise ValueError(
-                f"unknown task parameter(s) {sorted(unknown)}; {self.name} takes {sorted(expected)}"
-            )
-        missing = expected - set(params)
-        if missing:
-            raise ValueError(f"missing task parameter(s) {sorted(missing)} for {self.name}")
-        return Task(self.name, check_split(split), index, params)
-
-    # -- environments ------------------------------------------------------------------------
-    @abc.abstractmethod
-    def make_env(self, task: Task) -> gym.Env:
-        """A Gymnasium env for ``task`` (time-limited to the family's horizon)."""
-
-    @abc.abstractmethod
-    def set_task(self, env: gym.Env, task: Task) -> None:
-        """Re-target ``env`` (built by :meth:`make_env`) to ``task`` without rebuilding it."""
-
-    @property
-    def has_native_vector_env(self) -> bool:
-        """Whether the family overrides :meth:`make_vector_env` with its own vectorised env."""
-        return type(self).make_vector_env is not TaskFamily.make_vector_env
-
-    def make_vector_env(self, tasks: Sequence[Task]) -> TaskVectorEnv:
-        """Envs for a batch of episodes, one task each, stepped together."""
-        from mcrl.vector_env import SerialTaskVectorEnv
-
-        return SerialTaskVectorEnv(self, tasks)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(horizon={self.horizon})"
-
-
-# -- registry ----------------------------------------------------------------------------------
-FamilyFactory = Callable[..., TaskFamily]
-_REGISTRY: dict[str, FamilyFactory] = {}
-_BUILTINS_LOADED = False
-
-
-def register_family(name: str, factory: FamilyFactory, *, overwrite: bool = False) -> None:
-    """Make ``factory`` (a TaskFamily subclass or any callable returning one) known as ``name``."""
-    if not callable(factory):
-        raise ValueError(f"factory for family {name!r} must be callable, got {factory!r}")
-    if name in _REGISTRY and not overwrite and _REGISTRY[name] is not factory:
-        raise ValueError(
-            f"family {name!r} is already registered; pass overwrite=True to replace it"
-        )
-    _REGISTRY[name] = factory
-
-
-def _load_builtins() -> None:
-    global _BUILTINS_LOADED
-    if not _BUILTINS_LOADED:
-        _BUILTINS_LOADED = True
-        importlib.import_module("mcrl_envs")  # registers the shipped families
-
-
-def list_families() -> list[str]:
-    _load_builtins()
-    return sorted(_REGISTRY)
-
-
-def _import_factory(spec: str) -> FamilyFactory:
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(
-            f"cannot import module {module_name!r} for family {spec!r}: {exc}"
-        ) from exc
-    factory = getattr(module, attr, None)
-    if factory is None:
-        raise ValueError(f"module {module_name!r} has no attribute {attr!r} (family {spec!r})")
-    return factory
-
-
-def make_family(name: str, **kwargs: Any) -> TaskFamily:
-    """Build a registered family by name, or one given as ``"module:Attribute"``."""
-    _load_builtins()
-    if name in _REGISTRY:
-        factory = _REGISTRY[name]
-    elif ":" in name:
-        factory = _import_factory(name)
-    else:
-        raise ValueError(
-            f"unknown family {name!r}; known families: {', '.join(sorted(_REGISTRY))} "
-            "(or give 'module:Class' for your own)"
-        )
-    family = factory(**kwargs)
-    if not isinstance(family, TaskFamily):
-        raise ValueError(
-            f"family {name!r} factory returned {type(family).__name__}, not a TaskFamily"
-        )
-    return family

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mcrl.curvature import adapt, make_curvature
-from mcrl.episodes import EpisodeBatch
-from mcrl.losses import (
+from mcrl.common.policies import MLPPolicy, Params, params_to_numpy
+from mcrl.meta.curvature import adapt, make_curvature
+from mcrl.meta.losses import (
     TaskTensors,
     affinity_matrix,
     alignment_loss,
@@ -30,11 +30,11 @@ from mcrl.losses import (
     outer_loss,
     surrogate_and_kl,
 )
-from mcrl.policies import MLPPolicy, Params, params_to_numpy
-from mcrl.trust_region import TrustRegionSettings, trust_region_step
+from mcrl.meta.trust_region import TrustRegionSettings, trust_region_step
+from mcrl.rollout.episodes import EpisodeBatch
 
 if TYPE_CHECKING:
-    from mcrl.config import TrainConfig
+    from mcrl.common.config import TrainConfig
 
 
 class NonFiniteLossError(RuntimeError):

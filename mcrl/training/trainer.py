@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 import yaml
@@ -32,106 +31,34 @@ from rich.progress import (
 )
 from torch.utils.tensorboard import SummaryWriter
 
-from mcrl.config import ConfigError, TrainConfig, apply_overrides, from_dict, load_config, to_dict
-from mcrl.evaluation import evaluate_adaptation
-from mcrl.learner import MetaLearner, NonFiniteLossError
-from mcrl.placement import RayLearner, learner_placement
-from mcrl.policies import MLPPolicy, make_policy
-from mcrl.ray_sampler import RaySampler, SamplingError, connect_ray
-from mcrl.sampler import LocalSampler, Sampler
-from mcrl.tasks import TaskFamily, make_family
-from mcrl.threads import available_cpus, configure_torch_threads
+from mcrl.common.config import (
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    from_dict,
+    load_config,
+    to_dict,
+)
+from mcrl.common.policies import MLPPolicy
+from mcrl.common.threads import available_cpus, configure_torch_threads
+from mcrl.meta.learner import NonFiniteLossError, resolve_device
+from mcrl.rollout.ray_sampler import SamplingError
+from mcrl.training.build import (
+    build_family,
+    build_learner,
+    build_policy,
+    build_sampler,
+    resolve_backend,
+)
+from mcrl.training.checkpoints import CHECKPOINT_FORMAT, atomic_save, load_checkpoint
+from mcrl.training.evaluation import evaluate_adaptation
+from mcrl.training.placement import learner_placement
 
-CHECKPOINT_FORMAT = 1
 PHASES = ("sample_pre", "adapt", "sample_post", "meta_step")
 
 
 class TrainingError(RuntimeError):
     """Training stopped; the message says why and which checkpoint is intact."""
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a crash never leaves half a checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's message cut to its first line, for one-line errors."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def load_weights_only(path: Path, what: str) -> Any:
-    """``torch.load(path, weights_only=True)`` (nothing in the file executes); a missing or
-    unreadable file raises one line naming ``what``."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for truncated or foreign files
-        raise ValueError(
-            f"{what} {str(path)!r} is unreadable (truncated or not written by mcrl): "
-            + first_line(exc).split(". ")[0]
-        ) from exc
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's contents (a run directory means its ``checkpoints/latest.pt``)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "latest.pt"
-    state = load_weights_only(path, "checkpoint")
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"checkpoint {str(path)!r} is not an mcrl checkpoint of format {CHECKPOINT_FORMAT}"
-        )
-    return state
-
-
-def build_family(config: TrainConfig) -> TaskFamily:
-    kwargs = dict(config.family_kwargs)
-    if config.horizon is not None:
-        kwargs["horizon"] = config.horizon
-    return make_family(config.family, **kwargs)
-
-
-def family_spaces(family: TaskFamily) -> tuple[gym.Space, gym.Space]:
-    """The observation and action spaces of the family's envs."""
-    probe = family.make_env(family.sample_tasks(1, seed=0)[0])
-    spaces = probe.observation_space, probe.action_space
-    probe.close()
-    return spaces
-
-
-def build_learner(config: TrainConfig, family: TaskFamily) -> MetaLearner | RayLearner:
-    """θ initialised from the run seed, for the family's spaces, placed per ``learner.placement``."""
-    observation_space, action_space = family_spaces(family)
-    torch.manual_seed(config.seed)
-    p = config.policy
-    policy = make_policy(
-        observation_space, action_space, p.hidden_sizes, p.activation, p.init_log_std
-    )
-    if learner_placement(config.learner, torch.cuda.is_available()) == "ray":
-        connect_ray(config.sampler.address, object_store_mb=config.sampler.object_store_mb)
-        return RayLearner(policy, config, num_gpus=config.learner.num_gpus)
-    return MetaLearner(policy, config)
-
-
-def build_sampler(config: TrainConfig, family: TaskFamily, policy: MLPPolicy) -> Sampler:
-    s = config.sampler
-    if s.backend == "local":
-        return LocalSampler(family, policy)
-    return RaySampler(
-        family,
-        policy,
-        workers=s.workers,
-        address=s.address,
-        timeout_s=s.timeout_s,
-        max_chunk_retries=s.max_chunk_retries,
-        object_store_mb=s.object_store_mb,
-        dashboard=s.dashboard,
-    )
 
 
 def tensorboard_tag(column: str) -> str:
@@ -155,52 +82,70 @@ class Trainer:
         resume: bool = False,
         progress: bool = True,
     ):
-        self.config = config
         self.run_dir = Path(run_dir)
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.show_progress = progress
         configure_torch_threads(config.learner.num_threads or available_cpus())
+        # Everything that can be checked is checked before Ray starts (the learner and the
+        # sampler may start it): the family, the backend, the run directory, the checkpoint.
         self.family = build_family(config)
-        self.learner = build_learner(config, self.family)
-        self.sampler = build_sampler(config, self.family, self.learner.policy)
+        backend, reason = resolve_backend(config.sampler, self.family)
+        self.config = config = dataclasses.replace(
+            config, sampler=dataclasses.replace(config.sampler, backend=backend)
+        )
+        policy = build_policy(config, self.family)
         self.start_iteration = 0
         self.env_steps = 0
-        if resume:
-            self._resume()
+        checkpoint = self._check_resumable(policy) if resume else self._check_new_run_dir()
+        self.summary = (
+            f"mcrl: {config.family} into {self.run_dir} | sampler: {backend} ({reason}) | "
+            f"learner: {self._learner_where()}"
+        )
+        if progress:
+            Console(stderr=True).print(self.summary, highlight=False)
+        self.learner = build_learner(config, policy)
+        self.sampler = build_sampler(config, self.family, self.learner.policy)
+        if checkpoint is not None:
+            self.learner.load_state_dict(checkpoint["learner"])
+            self.start_iteration = checkpoint["iteration"] + 1
+            self.env_steps = checkpoint["env_steps"]
+            self._truncate_metrics(self.start_iteration)
         else:
-            self._create_run_dir()
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "affinity").mkdir(exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
         # Events after the checkpoint we resume from are hidden, as metrics.csv truncates them.
         self.tensorboard = SummaryWriter(str(self.run_dir), purge_step=self.start_iteration)
         self._last_good = self._snapshot(self.start_iteration - 1)
         self.latest_eval: dict[str, Any] | None = None
 
+    def _learner_where(self) -> str:
+        learner = self.config.learner
+        if learner_placement(learner, torch.cuda.is_available()) == "ray":
+            return f"a Ray actor with {learner.num_gpus:g} GPU(s)"
+        return str(resolve_device(learner.device))
+
     # -- run directory -----------------------------------------------------------------------
-    def _create_run_dir(self) -> None:
+    def _check_new_run_dir(self) -> None:
         if (self.checkpoint_dir / "latest.pt").exists() or (self.run_dir / "metrics.csv").exists():
             raise ConfigError(
                 f"run directory {str(self.run_dir)!r} already holds a run; pass --resume to continue it "
                 "or --out to choose another directory"
             )
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "affinity").mkdir(exist_ok=True)
 
-    def _resume(self) -> None:
+    def _check_resumable(self, policy: MLPPolicy) -> dict[str, Any]:
         state = load_checkpoint(self.checkpoint_dir / "latest.pt")
-        self._check_compatible(state)
-        self.learner.load_state_dict(state["learner"])
-        self.start_iteration = state["iteration"] + 1
-        self.env_steps = state["env_steps"]
-        self._truncate_metrics(self.start_iteration)
+        self._check_compatible(state, policy)
+        return state
 
-    def _check_compatible(self, state: dict[str, Any]) -> None:
+    def _check_compatible(self, state: dict[str, Any], policy: MLPPolicy) -> None:
         saved = state["config"]
         for key in ("family", "curvature", "schedule"):
             if saved[key] != getattr(self.config, key):
                 raise ConfigError(
                     f"cannot resume: the checkpoint has {key}={saved[key]!r}, the config {key}={getattr(self.config, key)!r}"
                 )
-        current = self.learner.policy.state_dict()
+        current = policy.state_dict()
         for name, tensor in state["learner"]["policy"].items():
             if name not in current or current[name].shape != tensor.shape:
                 have = tuple(current[name].shape) if name in current else "absent"

@@ -1,4 +1,5 @@
-"""Adapting a meta-trained policy to one environment (``mcrl adapt`` and :func:`load`).
+"""Adapting a meta-trained policy to one environment (``mcrl adapt`` and :func:`load`), or to
+many held-out tasks (``mcrl evaluate``).
 
 ::
 
@@ -24,27 +25,21 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from mcrl.config import TrainConfig, from_dict
-from mcrl.evaluation import run_adaptation
-from mcrl.learner import MetaLearner
-from mcrl.policies import (
+from mcrl.common.config import TrainConfig, from_dict
+from mcrl.common.policies import (
     check_spaces_match,
     describe_spaces,
     make_policy,
     params_to_numpy,
     spaces_from_description,
 )
-from mcrl.sampler import SERIAL_GROUP, LocalSampler
-from mcrl.tasks import SPLITS, Task, TaskFamily, check_non_negative_int, make_family
-from mcrl.trainer import (
-    atomic_save,
-    build_family,
-    build_learner,
-    family_spaces,
-    first_line,
-    load_checkpoint,
-    load_weights_only,
-)
+from mcrl.common.validation import check_non_negative_int, check_positive_int, first_line
+from mcrl.meta.learner import MetaLearner
+from mcrl.rollout.sampler import SERIAL_GROUP, LocalSampler
+from mcrl.tasks import SPLITS, Task, TaskFamily, make_family
+from mcrl.training.build import build_family, build_learner, build_policy, family_spaces
+from mcrl.training.checkpoints import atomic_save, load_checkpoint, load_weights_only
+from mcrl.training.evaluation import evaluate_adaptation, run_adaptation
 
 ADAPTED_FORMAT = 1
 ADAPTED_FILE = "adapted.pt"
@@ -199,7 +194,7 @@ class MetaPolicy:
             config = from_dict(TrainConfig, state["config"])
             config.learner.placement = "driver"  # adapting is small: no learner actor
             family = build_family(config)
-            learner = build_learner(config, family)
+            learner = build_learner(config, build_policy(config, family))
             assert isinstance(learner, MetaLearner)
             learner.load_state_dict(state["learner"])
         except (KeyError, RuntimeError, ValueError) as exc:
@@ -337,3 +332,44 @@ class MetaPolicy:
 def load(path: str | Path) -> MetaPolicy:
     """θ and C of a run directory's latest checkpoint, or of a checkpoint file."""
     return MetaPolicy.load(path)
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    *,
+    split: str = "test",
+    num_tasks: int | None = None,
+    steps: int = 3,
+    episodes: int | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """Evaluate a run directory's latest checkpoint (or a checkpoint file) in-process.
+
+    Returns the ``eval.json`` record and the run directory it belongs in. Defaults: the run's
+    ``eval_tasks`` tasks and ``episodes_per_task`` episodes, 3 adaptation steps (MAML's 0..3).
+    """
+    path = Path(path)
+    meta = MetaPolicy.load(path)
+    config, family = meta.config, meta.family
+    sampler = LocalSampler(family, meta.learner.policy)
+    try:
+        record = evaluate_adaptation(
+            meta.learner,
+            sampler,
+            family,
+            split=split,
+            num_tasks=check_positive_int("tasks", num_tasks or config.eval_tasks),
+            steps=check_non_negative_int("steps", steps),
+            episodes=check_positive_int("episodes", episodes or config.episodes_per_task),
+            seed=config.seed,
+        )
+    finally:
+        sampler.close()
+    record |= {"family": family.name, "iteration": meta.iteration, "checkpoint": str(path)}
+    run_dir = (
+        path
+        if path.is_dir()
+        else path.parent.parent
+        if path.parent.name == "checkpoints"
+        else path.parent
+    )
+    return record, run_dir

@@ -5,14 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from mcrl.learner import MetaLearner
-    from mcrl.sampler import Sampler
+    from mcrl.meta.learner import MetaLearner
+    from mcrl.rollout.sampler import Sampler
     from mcrl.tasks import Task, TaskFamily
 
 # Evaluation episodes use their own phases, so they never share randomness with training.
@@ -105,48 +104,3 @@ def eval_record(
         "ci95": [c for _, c in stats],
         "env_steps": env_steps,
     }
-
-
-def evaluate_checkpoint(
-    path: str | Path,
-    *,
-    split: str = "test",
-    num_tasks: int | None = None,
-    steps: int = 3,
-    episodes: int | None = None,
-) -> tuple[dict[str, Any], Path]:
-    """Evaluate a run directory's latest checkpoint (or a checkpoint file) in-process.
-
-    Returns the ``eval.json`` record and the run directory it belongs in. Defaults: the run's
-    ``eval_tasks`` tasks and ``episodes_per_task`` episodes, 3 adaptation steps (MAML's 0..3).
-    """
-    from mcrl.adaptation import MetaPolicy
-    from mcrl.sampler import LocalSampler
-    from mcrl.tasks import check_non_negative_int, check_positive_int
-
-    path = Path(path)
-    meta = MetaPolicy.load(path)
-    config, family = meta.config, meta.family
-    sampler = LocalSampler(family, meta.learner.policy)
-    try:
-        record = evaluate_adaptation(
-            meta.learner,
-            sampler,
-            family,
-            split=split,
-            num_tasks=check_positive_int("tasks", num_tasks or config.eval_tasks),
-            steps=check_non_negative_int("steps", steps),
-            episodes=check_positive_int("episodes", episodes or config.episodes_per_task),
-            seed=config.seed,
-        )
-    finally:
-        sampler.close()
-    record |= {"family": family.name, "iteration": meta.iteration, "checkpoint": str(path)}
-    run_dir = (
-        path
-        if path.is_dir()
-        else path.parent.parent
-        if path.parent.name == "checkpoints"
-        else path.parent
-    )
-    return record, run_dir

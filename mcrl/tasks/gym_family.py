@@ -20,7 +20,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from mcrl.tasks import BoxTaskSpace, Range, Task, TaskFamily, check_positive_int
+from mcrl.common.validation import check_positive_int
+from mcrl.tasks.family import TaskFamily
+from mcrl.tasks.registry import register_family
+from mcrl.tasks.task import BoxTaskSpace, Range, Task
 
 # Model fields that must stay positive, with the word used in errors.
 POSITIVE_FIELDS = {"body_mass": "mass", "body_inertia": "inertia"}
@@ -212,8 +215,6 @@ def declare_family(
     Returns the family class; ``mcrl.make_family(name)`` builds it once registered. The
     declaration is checked against a real env right away.
     """
-    from mcrl.tasks import register_family
-
     check_positive_int("horizon", horizon)
     family_cls = type(
         name,

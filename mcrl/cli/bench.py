@@ -13,10 +13,11 @@ import numpy as np
 import psutil
 import torch
 
-from mcrl.config import TrainConfig
-from mcrl.policies import make_policy, params_to_numpy
-from mcrl.sampler import LocalSampler
-from mcrl.tasks import TaskFamily, check_non_negative_int, check_positive_int
+from mcrl.common.config import TrainConfig
+from mcrl.common.policies import make_policy, params_to_numpy
+from mcrl.common.validation import check_non_negative_int, check_positive_int
+from mcrl.rollout.sampler import LocalSampler
+from mcrl.tasks import TaskFamily
 
 
 def raw_env_steps_per_s(family: TaskFamily, *, min_steps: int, seed: int = 0) -> float:
@@ -70,7 +71,7 @@ def bench_sampler(
     if backend == "local":
         sampler: Any = LocalSampler(family, policy, native_vector=native_vector)
     else:
-        from mcrl.ray_sampler import RaySampler
+        from mcrl.rollout.ray_sampler import RaySampler
 
         sampler = RaySampler(family, policy, workers=workers)
     sampler.sample(task_list, param_sets, episodes, seed=seed, iteration=0)  # warm-up: builds envs
@@ -111,10 +112,10 @@ def bench_sampler(
 
 def bench_learner(config: TrainConfig, *, repeats: int = 3) -> dict[str, Any]:
     """Milliseconds per meta-step (all ``outer_epochs``) on one iteration's real episodes."""
-    from mcrl.trainer import build_family, build_learner
+    from mcrl.training.build import build_family, build_learner, build_policy
 
     family = build_family(config)
-    learner = build_learner(config, family)
+    learner = build_learner(config, build_policy(config, family))
     sampler = LocalSampler(family, learner.policy)
     tasks = family.sample_tasks(config.meta_batch_size, seed=config.seed)
     pre = [
@@ -197,7 +198,7 @@ def bench_e2e(config: TrainConfig, *, iterations: int = 5, warmup: int = 1) -> d
     """Seconds per meta-iteration of the real training loop (sample, adapt, sample, meta-step)
     with ``config``'s sampler and learner, after ``warmup`` iterations (which start workers and
     build envs); and the peak memory of the whole process tree over the run."""
-    from mcrl.trainer import Trainer
+    from mcrl.training.trainer import Trainer
 
     check_positive_int("iterations", iterations)
     check_non_negative_int("warmup", warmup)

@@ -1,6 +1,6 @@
 """Hand a policy to stable-baselines3: a ``PPO`` model whose actor carries mcrl's weights.
 
-The actor network maps one to one (see :mod:`mcrl.policies` for the key table). The value
+The actor network maps one to one (see :mod:`mcrl.common.policies` for the key table). The value
 network starts fresh: meta-training fits a linear baseline per task, not a value function.
 """
 
@@ -15,8 +15,8 @@ import torch
 from stable_baselines3 import PPO
 from torch import nn
 
-from mcrl.adaptation import AdaptedPolicy, MetaPolicy
-from mcrl.policies import spaces_from_description
+from mcrl.common.policies import spaces_from_description
+from mcrl.training.adaptation import AdaptedPolicy, MetaPolicy
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 

@@ -17,11 +17,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from mcrl.episodes import EpisodeBatch
-from mcrl.policies import MLPPolicy, stack_params
-from mcrl.tasks import Task, TaskFamily, check_positive_int
-from mcrl.threads import torch_threads
-from mcrl.vector_env import SerialTaskVectorEnv, TaskVectorEnv
+from mcrl.common.policies import MLPPolicy, stack_params
+from mcrl.common.threads import torch_threads
+from mcrl.common.validation import check_positive_int
+from mcrl.rollout.episodes import EpisodeBatch
+from mcrl.tasks import SerialTaskVectorEnv, Task, TaskFamily, TaskVectorEnv
 
 ParamSets = Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]]
 

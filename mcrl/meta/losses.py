@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mcrl.advantages import compute_advantages
-from mcrl.episodes import EpisodeBatch
-from mcrl.policies import MLPPolicy, Params
+from mcrl.common.policies import MLPPolicy, Params
+from mcrl.meta.advantages import compute_advantages
+from mcrl.rollout.episodes import EpisodeBatch
 
 INNER_ESTIMATORS = ("vpg", "lvc", "dice")
 

@@ -62,9 +62,12 @@ class PolicyConfig:
 
 @dataclass
 class SamplerConfig:
-    backend: Literal["ray", "local"] = "ray"
+    backend: Literal["auto", "ray", "local"] = "auto"
     """Where rollouts run: ``ray`` (Ray rollout workers; an embedded Ray unless ``address`` is
-    given) or ``local`` (in-process, all envs in lockstep)."""
+    given), ``local`` (in-process, all envs in lockstep), or ``auto``: Ray when joining a cluster
+    (``address`` or ``RAY_ADDRESS``) or when the family steps one Gymnasium env per episode on a
+    machine with several CPUs, in-process otherwise (a natively vectorised env). A run's
+    ``config.yaml`` records the backend ``auto`` chose."""
     workers: int | None = positive(None)
     """Ray rollout workers (one CPU each); default: the CPUs of this machine or cluster."""
     address: str | None = None

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from mcrl.episodes import EpisodeBatch
-from mcrl.learner import MetaLearner
-from mcrl.policies import MLPPolicy
+from mcrl.common.policies import MLPPolicy
+from mcrl.meta.learner import MetaLearner
+from mcrl.rollout.episodes import EpisodeBatch
 
 if TYPE_CHECKING:
-    from mcrl.config import LearnerConfig, TrainConfig
+    from mcrl.common.config import LearnerConfig, TrainConfig
 
 
 def learner_placement(learner: LearnerConfig, cuda_available: bool) -> str:

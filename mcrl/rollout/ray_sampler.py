@@ -1,6 +1,6 @@
 """Rollouts on Ray workers: an embedded Ray on one machine, or a real Ray cluster.
 
-Each :class:`RolloutWorker` actor owns a :class:`~mcrl.sampler.RolloutEngine` (the same
+Each :class:`RolloutWorker` actor owns a :class:`~mcrl.rollout.sampler.RolloutEngine` (the same
 batched stepping code as the local sampler) and collects a contiguous chunk of the phase's
 (task, episode) slots. Parameters go into the object store once per phase; results come back
 as numpy arrays. Because every episode's randomness derives from its own coordinates, a chunk
@@ -10,8 +10,6 @@ whose worker died is simply collected again, elsewhere, with identical results.
 from __future__ import annotations
 
 import math
-import os
-import socket
 import time
 import warnings
 from collections.abc import Sequence
@@ -19,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from mcrl.episodes import EpisodeBatch
-from mcrl.policies import MLPPolicy
-from mcrl.sampler import (
+from mcrl.common.policies import MLPPolicy
+from mcrl.common.threads import configure_torch_threads
+from mcrl.rollout.episodes import EpisodeBatch
+from mcrl.rollout.ray_cluster import connect_ray
+from mcrl.rollout.sampler import (
     EpisodeSlot,
     ParamSets,
     RolloutEngine,
@@ -30,7 +30,6 @@ from mcrl.sampler import (
     episode_slots,
 )
 from mcrl.tasks import Task, TaskFamily
-from mcrl.threads import available_cpus, configure_torch_threads
 
 # A chunk out this many times longer than the slowest finished one (and at least this many
 # seconds) is presumed lost and collected again elsewhere.
@@ -56,56 +55,6 @@ class RolloutWorker:
         start = time.perf_counter()
         arrays = self.engine.run(tasks, params, slots, seed=seed, iteration=iteration, phase=phase)
         return arrays, time.perf_counter() - start
-
-
-def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
-    """Fail fast, naming the address, instead of letting ray.init wait on a dead one."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(
-            f"Ray address {address!r} must look like HOST:PORT (or 'auto', or ray://HOST:PORT)"
-        )
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout_s):
-            pass
-    except OSError as exc:
-        raise ValueError(f"cannot reach a Ray cluster at {address!r}: {exc}") from None
-
-
-def connect_ray(
-    address: str | None = None,
-    *,
-    num_cpus: int | None = None,
-    object_store_mb: int = 512,
-    dashboard: bool = False,
-) -> bool:
-    """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start an embedded Ray.
-
-    Returns whether this call started Ray. An embedded Ray gets a bounded object store and no
-    dashboard unless asked; a cluster's own resources are never overridden.
-    """
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if not address:
-        # A one-machine Ray stays on loopback (no firewall prompts, no traffic to the machine's
-        # network address). Ray reads this when it is first imported, so set it before.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address:
-        if address != "auto" and not address.startswith("ray://"):
-            _check_reachable(address)
-        ray.init(address=address, logging_level="WARNING", log_to_driver=True)
-    else:
-        ray.init(
-            address="local",  # a new instance, even if a stale cluster file says otherwise
-            num_cpus=num_cpus or available_cpus(),
-            include_dashboard=dashboard,
-            object_store_memory=object_store_mb * 2**20,
-            logging_level="WARNING",
-        )
-    return True
 
 
 def split_slots(slots: Sequence[EpisodeSlot], chunks: int) -> list[list[EpisodeSlot]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcrl.episodes import EpisodeBatch
+from mcrl.rollout.episodes import EpisodeBatch
 
 
 def discounted_returns(rewards: np.ndarray, mask: np.ndarray, gamma: float) -> np.ndarray:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mcrl.tasks import SPLITS, list_families, make_family
-from mcrl.trainer import TrainingError
+from mcrl.training.trainer import TrainingError
 
 
 def _families(args: argparse.Namespace, console: Console) -> int:
@@ -40,7 +40,7 @@ def _families(args: argparse.Namespace, console: Console) -> int:
 
 
 def _bench(args: argparse.Namespace, console: Console) -> int:
-    from mcrl.bench import bench_sampler
+    from mcrl.cli.bench import bench_sampler
 
     family = make_family(args.family)
     command = " ".join(["mcrl", *sys.argv[1:]])
@@ -88,9 +88,9 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
 
 def _bench_config(args: argparse.Namespace, console: Console) -> int:
     """``bench learner`` and ``bench e2e``: measured on a training config."""
-    from mcrl.bench import bench_e2e, bench_learner
-    from mcrl.config import load_config
-    from mcrl.threads import available_cpus, configure_torch_threads
+    from mcrl.cli.bench import bench_e2e, bench_learner
+    from mcrl.common.config import load_config
+    from mcrl.common.threads import available_cpus, configure_torch_threads
 
     config = load_config(args.config, args.set)
     configure_torch_threads(config.learner.num_threads or available_cpus())
@@ -112,7 +112,7 @@ def _bench_config(args: argparse.Namespace, console: Console) -> int:
 
 
 def _evaluate(args: argparse.Namespace, console: Console) -> int:
-    from mcrl.evaluation import evaluate_checkpoint
+    from mcrl.training.adaptation import evaluate_checkpoint
 
     record, run_dir = evaluate_checkpoint(
         args.path, split=args.split, num_tasks=args.tasks, steps=args.steps, episodes=args.episodes
@@ -148,7 +148,7 @@ def _json_object(option: str, text: str | None) -> dict | None:
 
 
 def _adapt(args: argparse.Namespace, console: Console) -> int:
-    from mcrl.adaptation import ADAPTED_FILE, load
+    from mcrl.training.adaptation import ADAPTED_FILE, load
 
     out = Path(args.out)
     if (out / ADAPTED_FILE).exists():
@@ -183,7 +183,7 @@ def _adapt(args: argparse.Namespace, console: Console) -> int:
 
 
 def _plot(args: argparse.Namespace, console: Console) -> int:
-    from mcrl.plots import plot_run
+    from mcrl.cli.plots import plot_run
 
     written, skipped = plot_run(args.run_dir, args.out)
     for path in written:
@@ -194,7 +194,7 @@ def _plot(args: argparse.Namespace, console: Console) -> int:
 
 
 def _export_sb3(args: argparse.Namespace, console: Console) -> int:
-    from mcrl.sb3 import export_sb3
+    from mcrl.cli.sb3 import export_sb3
 
     path = export_sb3(args.checkpoint, args.out, adapted=args.adapted)
     console.print(
@@ -205,8 +205,8 @@ def _export_sb3(args: argparse.Namespace, console: Console) -> int:
 
 
 def _train(args: argparse.Namespace, console: Console) -> int:
-    from mcrl.config import load_config
-    from mcrl.trainer import Trainer
+    from mcrl.common.config import load_config
+    from mcrl.training.trainer import Trainer
 
     overrides = [*args.set, *([f"sampler.address={args.ray_address}"] if args.ray_address else [])]
     config = load_config(args.config, overrides)
@@ -367,7 +367,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(f"mcrl: {exc or 'interrupted'}", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Joining a Ray cluster, or starting an embedded one, for rollout workers and learner actors."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from mcrl.common.threads import available_cpus
+
+
+def cluster_address(address: str | None) -> str | None:
+    """The cluster to join: ``address``, else ``RAY_ADDRESS``, else None (an embedded Ray)."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
+    """Fail fast, naming the address, instead of letting ray.init wait on a dead one."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(
+            f"Ray address {address!r} must look like HOST:PORT (or 'auto', or ray://HOST:PORT)"
+        )
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot reach a Ray cluster at {address!r}: {exc}") from None
+
+
+def connect_ray(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    object_store_mb: int = 512,
+    dashboard: bool = False,
+) -> bool:
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start an embedded Ray.
+
+    Returns whether this call started Ray. An embedded Ray gets a bounded object store and no
+    dashboard unless asked; a cluster's own resources are never overridden.
+    """
+    address = cluster_address(address)
+    if not address:
+        # A one-machine Ray stays on loopback (no firewall prompts, no traffic to the machine's
+        # network address). Ray reads this when it is first imported, so set it before.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        if address != "auto" and not address.startswith("ray://"):
+            _check_reachable(address)
+        ray.init(address=address, logging_level="WARNING", log_to_driver=True)
+    else:
+        ray.init(
+            address="local",  # a new instance, even if a stale cluster file says otherwise
+            num_cpus=num_cpus or available_cpus(),
+            include_dashboard=dashboard,
+            object_store_memory=object_store_mb * 2**20,
+            logging_level="WARNING",
+        )
+    return True
