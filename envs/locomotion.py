@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 from mcrl.tasks import BoxTaskSpace, ParamValue, Range, Task, TaskFamily
+from mcrl.tasks.mujoco_warnings import filter_mujoco_warnings
 
 TaskReward = Callable[[Mapping[str, Any], Mapping[str, ParamValue]], float]
 
@@ -51,6 +52,7 @@ class GoalLocomotion(TaskFamily):
 
     def make_env(self, task: Task) -> gym.Env:
         self.check_task(task)
+        filter_mujoco_warnings()
         env = gym.make(self.env_id, max_episode_steps=self.horizon, **self.env_kwargs)
         return TaskRewardWrapper(env, self.reward, task.params)
 
@@ -95,7 +97,15 @@ class HalfCheetahDir(GoalLocomotion):
         return {"direction": float(rng.choice([-1.0, 1.0]))}
 
     def split_of(self, params):
+        self.check_params(params)
         return "train" if params["direction"] in (-1.0, 1.0) else None
+
+    def check_params(self, params):
+        super().check_params(params)  # the name, a finite value
+        if isinstance(Task.freeze("direction", params["direction"]), tuple):
+            raise ValueError(
+                f"task parameter 'direction' must be one number, got {params['direction']}"
+            )
 
     def describe(self):
         return {
@@ -138,7 +148,7 @@ class AntGoal(GoalLocomotion):
     space = BoxTaskSpace(
         {
             "goal_angle": Range(-math.pi, math.pi, ood="none"),
-            "goal_radius": Range(0.0, 3.0, ood="above"),
+            "goal_radius": Range(0.0, 3.0, ood="above", domain="non_negative"),
         },
         cells=4,
     )

@@ -132,17 +132,43 @@ def test_bad_declarations_fail_when_declared(params, message):
         declare_family("BadMountainCar", "MountainCarContinuous-v0", params, horizon=50)
 
 
-def test_a_mass_that_could_become_non_positive_is_refused():
-    with pytest.raises(ValueError, match="non-positive"):
+@pytest.mark.parametrize(
+    ("field", "bound"),
+    [
+        ("body_mass", "> 0"),
+        ("body_inertia", "> 0"),
+        ("dof_damping", ">= 0"),
+        ("geom_friction", ">= 0"),
+        ("dof_armature", ">= 0"),
+    ],
+)
+def test_a_physical_quantity_that_could_leave_its_domain_is_refused(field, bound):
+    with pytest.raises(
+        ValueError, match=f"'m' \\(model.{field}\\): its values must be finite and {bound}"
+    ):
         GymFamily(
             env_id="Hopper-v5",
-            params={"m": EnvParam(-0.5, 2.0, target="model.body_mass", scale=True)},
+            params={"m": EnvParam(-0.5, 2.0, target=f"model.{field}", scale=True)},
         )
-    with pytest.raises(ValueError, match="ood split .* non-positive"):
+    # A linear ood range that reaches below zero (0.2 - 0.5 * 1.8 < 0): refused ...
+    with pytest.raises(
+        ValueError,
+        match=f"ood split of 'm' reaches -0.7, but its values must be finite and {bound}",
+    ):
         GymFamily(
             env_id="Hopper-v5",
-            params={"m": EnvParam(0.2, 2.0, target="model.body_mass", scale=True)},
+            params={"m": EnvParam(0.2, 2.0, target=f"model.{field}", scale=True)},
         )
+    # ... unless it is multiplicative (log) or only leaves the range above.
+    for ok in (
+        EnvParam(0.2, 2.0, target=f"model.{field}", scale=True, log=True),
+        EnvParam(0.2, 2.0, target=f"model.{field}", scale=True, ood="above"),
+    ):
+        family = GymFamily(env_id="Hopper-v5", params={"m": ok})
+        assert family.sample_tasks(1, split="ood", seed=0)
+
+
+def test_a_misnamed_model_field_is_refused():
     with pytest.raises(ValueError, match="not a MuJoCo model field of Hopper-v5"):
         GymFamily(
             env_id="Hopper-v5",

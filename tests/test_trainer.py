@@ -215,7 +215,7 @@ def test_cli_train_smoke_run_writes_the_run_directory(tmp_path):
     [
         ("inner_lrr=0.1", "unknown config key 'inner_lrr'"),
         ("meta_lr=-1", "'meta_lr' must be > 0"),
-        ("meta_lr=fast", "'meta_lr' must be a number, got 'fast'"),
+        ("meta_lr=fast", "'meta_lr' must be a finite number, got 'fast'"),
         ("meta_batch_size=0", "'meta_batch_size' must be > 0"),
         ("first_order=maybe", "'first_order' must be true or false"),
         ("curvature=full", "'curvature' must be one of 'identity', 'diagonal', 'kronecker'"),

@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from mcrl.rollout.ray_cluster import shutdown_embedded_ray
 from mcrl.tasks import SPLITS, list_families, make_family
 from mcrl.training.trainer import TrainingError
 
@@ -352,18 +353,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(exc: BaseException) -> str:
+    """An error message on one line (YAML and Ray errors span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(soft_wrap=True)
     try:
         return args.handler(args, console)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"mcrl: error: {exc}", file=sys.stderr)
+        print(f"mcrl: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except TrainingError as exc:
-        print(f"mcrl: error: {exc}", file=sys.stderr)
+        print(f"mcrl: error: {one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
         print(f"mcrl: {exc or 'interrupted'}", file=sys.stderr)
         return 130
+    finally:
+        shutdown_embedded_ray()

@@ -7,6 +7,8 @@ raise :class:`ConfigError` naming the key and what would be valid.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -70,7 +72,11 @@ class SamplerConfig:
     ``config.yaml`` records the backend ``auto`` chose."""
     workers: int | None = positive(None)
     """Ray rollout workers (one CPU each); default: the CPUs of this machine or cluster."""
-    address: str | None = None
+    address: str | None = check(
+        lambda a: a == "auto" or a.startswith("ray://") or re.fullmatch(r"[^:\s]+:\d+", a),
+        "HOST:PORT, auto or ray://HOST:PORT",
+        None,
+    )
     """Ray cluster to join (``HOST:PORT``, ``auto``); default: ``RAY_ADDRESS``, else embedded."""
     timeout_s: float = positive(600.0)
     """A sampling phase that takes longer is an error, not a hang."""
@@ -187,7 +193,7 @@ def _type_name(tp: Any) -> str:
         return "a mapping"
     return {
         int: "an integer",
-        float: "a number",
+        float: "a finite number",
         bool: "true or false",
         str: "a string",
         type(None): "null",
@@ -232,10 +238,14 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 raise bad from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
             raise bad
         return float(value)
     if tp is str:

@@ -46,9 +46,22 @@ class NonFiniteLossError(RuntimeError):
 
 
 def resolve_device(name: str) -> torch.device:
+    """The learner's device (``auto``: CUDA when present). A name torch does not know, or a CUDA
+    device this machine lacks, is a one-line error naming the config key."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(
+            f"config key 'learner.device' must be auto, cpu, cuda or cuda:N, got {name!r}"
+        ) from None
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise ValueError(
+            f"config key 'learner.device' is {name!r}, but torch sees {count} CUDA device(s)"
+        )
+    return device
 
 
 def flatten_per_task(grads: Mapping[str, Tensor]) -> Tensor:

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
 from mcrl.common.threads import available_cpus
+
+# Whether connect_ray started the Ray instance this process uses (then mcrl also stops it).
+_started_embedded = False
+
+
+class _DropDefaultTokenNotice(logging.Filter):
+    """Ray announces on every new local cluster that token authentication, its default, is on.
+    That is the secure default working as meant; the warning that it is *off* still passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this")
 
 
 def cluster_address(address: str | None) -> str | None:
@@ -53,6 +65,10 @@ def connect_ray(
             _check_reachable(address)
         ray.init(address=address, logging_level="WARNING", log_to_driver=True)
     else:
+        global _started_embedded
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+            _DropDefaultTokenNotice()
+        )
         ray.init(
             address="local",  # a new instance, even if a stale cluster file says otherwise
             num_cpus=num_cpus or available_cpus(),
@@ -60,4 +76,20 @@ def connect_ray(
             object_store_memory=object_store_mb * 2**20,
             logging_level="WARNING",
         )
+        _started_embedded = True
     return True
+
+
+def shutdown_embedded_ray() -> None:
+    """Stop the embedded Ray that :func:`connect_ray` started, if it did.
+
+    Left to Ray's exit hook, an embedded cluster is torn down while the interpreter is already
+    exiting, and its processes report errors such as "Failed to kill actor NIL_ID" on the way.
+    A joined cluster, or a Ray the caller started, is left alone.
+    """
+    global _started_embedded
+    if _started_embedded:
+        import ray
+
+        ray.shutdown()
+        _started_embedded = False

@@ -22,11 +22,23 @@ import numpy as np
 
 from mcrl.common.validation import check_positive_int
 from mcrl.tasks.family import TaskFamily
+from mcrl.tasks.mujoco_warnings import filter_mujoco_warnings
 from mcrl.tasks.registry import register_family
 from mcrl.tasks.task import BoxTaskSpace, Range, Task
 
-# Model fields that must stay positive, with the word used in errors.
-POSITIVE_FIELDS = {"body_mass": "mass", "body_inertia": "inertia"}
+# The values a MuJoCo model field can be simulated with, by the field's name: no mass, inertia
+# or size of zero or less; no negative damping, friction, armature or stiffness. A multiplier of
+# such a field (``scale=True``) has the same domain, since the defaults lie in it.
+FIELD_DOMAINS = {
+    "body_mass": "positive",
+    "body_inertia": "positive",
+    "geom_size": "positive",
+    "dof_damping": "non_negative",
+    "dof_armature": "non_negative",
+    "dof_frictionloss": "non_negative",
+    "geom_friction": "non_negative",
+    "jnt_stiffness": "non_negative",
+}
 
 Setter = Callable[[gym.Env, Any], None]
 
@@ -92,63 +104,48 @@ class GymFamily(TaskFamily):
             raise ValueError(f"{type(self).__name__} needs at least one parameter")
         probe = self._make_raw_env()
         try:
-            self._sizes = {
-                name: self._check_param(probe, name, p) for name, p in self.params.items()
-            }
+            ranges = {name: self._range(probe, name, p) for name, p in self.params.items()}
         finally:
             probe.close()
-        self.space = BoxTaskSpace(
-            {
-                name: Range(p.low, p.high, log=p.log, size=self._sizes[name], ood=p.ood)
-                for name, p in self.params.items()
-            },
-            cells=self.cells,
-            ood_margin=self.ood_margin,
-        )
+        try:
+            self.space = BoxTaskSpace(ranges, cells=self.cells, ood_margin=self.ood_margin)
+        except ValueError as exc:
+            raise ValueError(f"family {self.name!r}: {exc}") from None
 
     def _make_raw_env(self) -> gym.Env:
         try:
+            filter_mujoco_warnings()
             return gym.make(self.env_id, max_episode_steps=self.horizon, **self.env_kwargs)
         except gym.error.Error as exc:
             raise ValueError(
                 f"cannot make env {self.env_id!r} for family {self.name!r}: {exc}"
             ) from exc
 
-    def _check_param(self, env: gym.Env, name: str, param: EnvParam) -> int:
-        """Validate a declaration against a real env; returns the parameter's size."""
-        Range(param.low, param.high, log=param.log, ood=param.ood)  # low < high, log > 0, ood kind
-        if param.setter is not None:
-            return 1
+    def _range(self, env: gym.Env, name: str, param: EnvParam) -> Range:
+        """The declared parameter's range, checked against a real env: its target exists, its
+        size is read off the env, and its domain follows from the model field it writes."""
         target = param.target or name
+        size, domain = 1, "real"
+        if param.setter is None:
+            try:
+                owner, leaf = _resolve(env, target)
+                current = getattr(owner, leaf)
+            except AttributeError:
+                where = "a MuJoCo model field" if target.startswith("model.") else "an attribute"
+                raise ValueError(
+                    f"family {self.name!r}: parameter {name!r} targets {target!r}, which is not {where} of "
+                    f"{self.env_id} (give target='attribute', target='model.<field>' or a setter)"
+                ) from None
+            size = int(np.asarray(current).size) if param.per_element else 1
+            domain = FIELD_DOMAINS.get(target.rsplit(".", 1)[-1], "real")
         try:
-            owner, leaf = _resolve(env, target)
-            current = getattr(owner, leaf)
-        except AttributeError:
-            where = "a MuJoCo model field" if target.startswith("model.") else "an attribute"
+            return Range(
+                param.low, param.high, log=param.log, size=size, ood=param.ood, domain=domain
+            )
+        except ValueError as exc:
             raise ValueError(
-                f"family {self.name!r}: parameter {name!r} targets {target!r}, which is not {where} of "
-                f"{self.env_id} (give target='attribute', target='model.<field>' or a setter)"
+                f"family {self.name!r}: parameter {name!r} ({target}): {exc}"
             ) from None
-        field = target.rsplit(".", 1)[-1]
-        if field in POSITIVE_FIELDS:
-            lowest = param.low * (np.min(current) if not param.scale else 1.0)
-            if param.low <= 0 or (not param.scale and lowest <= 0):
-                raise ValueError(
-                    f"family {self.name!r}: parameter {name!r} can make a {POSITIVE_FIELDS[field]} non-positive "
-                    f"(range [{param.low}, {param.high}]{' as a multiplier' if param.scale else ''}); its low must be > 0"
-                )
-            if (
-                param.ood == "both"
-                and param.log is False
-                and param.low - self.ood_margin * (param.high - param.low) <= 0
-            ):
-                raise ValueError(
-                    f"family {self.name!r}: the ood split of {name!r} extends below 0 and can make a "
-                    f"{POSITIVE_FIELDS[field]} non-positive; use log=True or ood='above'"
-                )
-        if param.per_element:
-            return int(np.asarray(current).size)
-        return 1
 
     def make_env(self, task: Task) -> gym.Env:
         self.check_task(task)

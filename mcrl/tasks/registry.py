@@ -6,6 +6,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from mcrl.common.validation import first_line
 from mcrl.tasks.family import TaskFamily
 
 FamilyFactory = Callable[..., TaskFamily]
@@ -62,7 +63,12 @@ def make_family(name: str, **kwargs: Any) -> TaskFamily:
             f"unknown family {name!r}; known families: {', '.join(sorted(_REGISTRY))} "
             "(or give 'module:Class' for your own)"
         )
-    family = factory(**kwargs)
+    try:
+        family = factory(**kwargs)
+    except TypeError as exc:  # an argument the family does not take, or of the wrong kind
+        raise ValueError(f"cannot build family {name!r} with {kwargs}: {first_line(exc)}") from None
+    except ValueError as exc:
+        raise (exc if name in str(exc) else ValueError(f"family {name!r}: {exc}")) from None
     if not isinstance(family, TaskFamily):
         raise ValueError(
             f"family {name!r} factory returned {type(family).__name__}, not a TaskFamily"

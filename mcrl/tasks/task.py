@@ -73,6 +73,7 @@ def check_split(split: str) -> str:
 
 OOD_SIDES = ("both", "above", "below", "none")
 DOMAINS = ("real", "positive", "non_negative")
+DOMAIN_TEXT = {"real": "finite", "positive": "finite and > 0", "non_negative": "finite and >= 0"}
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,9 @@ class Range:
         if self.log and self.domain == "real":
             object.__setattr__(self, "domain", "positive")  # a log-uniform value is positive
         if not self.in_domain(np.array([self.low])).all():
-            raise ValueError(f"a {self.domain} range needs low in its domain, got low={self.low}")
+            raise ValueError(
+                f"its values must be {DOMAIN_TEXT[self.domain]}, but the range starts at {self.low}"
+            )
 
     def in_domain(self, values: np.ndarray) -> np.ndarray:
         """Which of ``values`` the family can simulate (finite, and of the right sign)."""
@@ -121,20 +124,17 @@ class Range:
 
     def check_value(self, name: str, value: ParamValue) -> None:
         """A one-line error naming ``name`` unless ``value`` has this range's size and domain."""
+        shown = list(value) if isinstance(value, tuple) else value
         if self.size == 1 and isinstance(value, tuple):
-            raise ValueError(f"task parameter {name!r} must be one number, got {list(value)}")
+            raise ValueError(f"task parameter {name!r} must be one number, got {shown}")
         if self.size > 1 and (not isinstance(value, tuple) or len(value) != self.size):
             raise ValueError(
-                f"task parameter {name!r} must be a list of {self.size} numbers, got {value!r}"
+                f"task parameter {name!r} must be a list of {self.size} numbers, got {shown}"
             )
-        bad = ~self.in_domain(np.atleast_1d(np.asarray(value, dtype=float)))
-        if bad.any():
-            what = {
-                "real": "finite",
-                "positive": "finite and > 0",
-                "non_negative": "finite and >= 0",
-            }
-            raise ValueError(f"task parameter {name!r} must be {what[self.domain]}, got {value!r}")
+        if not self.in_domain(np.atleast_1d(np.asarray(value, dtype=float))).all():
+            raise ValueError(
+                f"task parameter {name!r} must be {DOMAIN_TEXT[self.domain]}, got {shown}"
+            )
 
     def _to_unit(self, x: np.ndarray) -> np.ndarray:
         if self.log:
@@ -211,8 +211,9 @@ class BoxTaskSpace:
             lowest = rng._from_unit(np.array([rng.ood_bounds(self.ood_margin)[0]]))
             if not rng.in_domain(lowest).all():
                 raise ValueError(
-                    f"the ood split of {name!r} reaches {float(lowest[0]):.3g}, outside its "
-                    f"{rng.domain} domain; use log=True, ood='above' or a smaller ood_margin"
+                    f"the ood split of {name!r} reaches {float(lowest[0]):.3g}, but its values "
+                    f"must be {DOMAIN_TEXT[rng.domain]}; use log=True, ood='above' or a smaller "
+                    "ood_margin"
                 )
 
     def _unit_to_params(self, u: np.ndarray) -> dict[str, ParamValue]:

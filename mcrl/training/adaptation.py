@@ -37,6 +37,7 @@ from mcrl.common.validation import check_non_negative_int, check_positive_int, f
 from mcrl.meta.learner import MetaLearner
 from mcrl.rollout.sampler import SERIAL_GROUP, LocalSampler
 from mcrl.tasks import SPLITS, Task, TaskFamily, make_family
+from mcrl.tasks.mujoco_warnings import filter_mujoco_warnings
 from mcrl.training.build import build_family, build_learner, build_policy, family_spaces
 from mcrl.training.checkpoints import atomic_save, load_checkpoint, load_weights_only
 from mcrl.training.evaluation import evaluate_adaptation, run_adaptation
@@ -248,7 +249,9 @@ class MetaPolicy:
             spaces = describe_spaces(probe.observation_space, probe.action_space)
         finally:
             probe.close()
-        episodes = episodes or self.config.episodes_per_task
+        episodes = check_positive_int(
+            "episodes", self.config.episodes_per_task if episodes is None else episodes
+        )
         sampler = LocalSampler(target_family, self.learner.policy, max_envs=max_envs)
         try:
             run = run_adaptation(
@@ -284,12 +287,13 @@ class MetaPolicy:
         horizon: int | None,
     ) -> tuple[TaskFamily, Task, int, str]:
         """The family and task to sample, how many envs at once, and a description."""
-        horizon = horizon or self.family.horizon
+        horizon = self.family.horizon if horizon is None else check_positive_int("horizon", horizon)
         if isinstance(env, str):
             kwargs = dict(env_kwargs or {})
 
             def make() -> gym.Env:
                 try:
+                    filter_mujoco_warnings()
                     return gym.make(env, **kwargs)
                 except Exception as exc:  # unknown id, bad kwargs, missing extras
                     raise ValueError(f"cannot make env {env!r} with {kwargs}: {exc}") from None
@@ -357,9 +361,13 @@ def evaluate_checkpoint(
             sampler,
             family,
             split=split,
-            num_tasks=check_positive_int("tasks", num_tasks or config.eval_tasks),
+            num_tasks=check_positive_int(
+                "tasks", config.eval_tasks if num_tasks is None else num_tasks
+            ),
             steps=check_non_negative_int("steps", steps),
-            episodes=check_positive_int("episodes", episodes or config.episodes_per_task),
+            episodes=check_positive_int(
+                "episodes", config.episodes_per_task if episodes is None else episodes
+            ),
             seed=config.seed,
         )
     finally:

@@ -42,6 +42,7 @@ from mcrl.common.config import (
 from mcrl.common.policies import MLPPolicy
 from mcrl.common.threads import available_cpus, configure_torch_threads
 from mcrl.meta.learner import NonFiniteLossError, resolve_device
+from mcrl.rollout.ray_cluster import shutdown_embedded_ray
 from mcrl.rollout.ray_sampler import SamplingError
 from mcrl.training.build import (
     build_family,
@@ -102,7 +103,7 @@ class Trainer:
             f"learner: {self._learner_where()}"
         )
         if progress:
-            Console(stderr=True).print(self.summary, highlight=False)
+            Console(stderr=True, soft_wrap=True).print(self.summary, highlight=False)
         self.learner = build_learner(config, policy)
         self.sampler = build_sampler(config, self.family, self.learner.policy)
         if checkpoint is not None:
@@ -316,7 +317,7 @@ class Trainer:
     @contextmanager
     def _progress(self) -> Iterator[Callable[[dict[str, Any]], None]]:
         total = self.config.iterations
-        console = Console(stderr=True)
+        console = Console(stderr=True, soft_wrap=True)
         if not self.show_progress:
             yield lambda row: None
             return
@@ -373,4 +374,5 @@ def train(
         trainer.train()
     finally:
         trainer.close()
+        shutdown_embedded_ray()
     return trainer
