@@ -101,6 +101,9 @@ def _change_policy_shape(run):
         (None, ["--env-id", "NoSuchEnv-v0"], "cannot make env 'NoSuchEnv-v0'"),
         (None, ["--task", '{"lenght": 2.0}'], "unknown task parameter(s) ['lenght']"),
         (None, ["--task", "{length: 2}"], "--task is not valid JSON"),
+        (None, ["--env-id", "Pendulum-v1", "--seed", "-1"], "seed must be a non-negative integer"),
+        (None, ["--env-id", "Pendulum-v1", "--episodes", "0"], "episodes must be a positive"),
+        (None, ["--env-id", "Pendulum-v1", "--horizon", "0"], "horizon must be a positive"),
         (None, ["--task", '{"length": 2.0}', "--env-id", "Pendulum-v1"], "give either --task"),
         (_truncate, ["--env-id", "Pendulum-v1"], "is unreadable (truncated"),
         (_change_policy_shape, ["--env-id", "Pendulum-v1"], "does not match the policy"),
@@ -205,3 +208,11 @@ def test_export_refuses_a_corrupted_adapted_policy_in_one_line(pendulum_run, tmp
     err = capsys.readouterr().err
     assert "adapted policy" in err and "is unreadable (truncated" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_export_never_overwrites_a_model(pendulum_run, tmp_path, capsys):
+    out = tmp_path / "model.zip"
+    out.write_bytes(b"someone's model")
+    assert main(["export-sb3", str(pendulum_run), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert out.read_bytes() == b"someone's model"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -51,9 +52,26 @@ def test_bench_sampler_json_has_the_documented_keys(capsys, serial):
             "tasks must be a positive integer",
         ),
         (["train", "does-not-exist.yaml"], "config file 'does-not-exist.yaml' does not exist"),
+        (
+            ["bench", "sampler", "--family", "Navigation2D", "--repeats", "0"],
+            "repeats must be a positive integer, got 0",
+        ),
+        (
+            ["bench", "sampler", "--family", "Navigation2D", "--seed", "-1"],
+            "seed must be a non-negative integer, got -1",
+        ),
+        (
+            ["train", "experiments/navigation2d.yaml", "--out", "no-such-run", "--resume"],
+            "no run to resume in 'no-such-run'",
+        ),
+        (
+            ["train", "experiments/navigation2d.yaml", "--ray-address", "nope"],
+            "config key 'sampler.address' must be HOST:PORT, auto or ray://HOST:PORT",
+        ),
     ],
 )
-def test_bad_cli_input_is_one_line_and_exit_2(capsys, args, message):
+def test_bad_cli_input_is_one_line_and_exit_2(capsys, monkeypatch, args, message):
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1

@@ -61,6 +61,8 @@ def bench_sampler(
     """
     check_positive_int("tasks", tasks)
     check_positive_int("episodes", episodes)
+    check_positive_int("repeats", repeats)
+    check_non_negative_int("seed", seed)
     if backend not in ("local", "ray"):
         raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
     task_list = family.sample_tasks(tasks, seed=seed)
@@ -114,6 +116,7 @@ def bench_learner(config: TrainConfig, *, repeats: int = 3) -> dict[str, Any]:
     """Milliseconds per meta-step (all ``outer_epochs``) on one iteration's real episodes."""
     from mcrl.training.build import build_family, build_learner, build_policy
 
+    check_positive_int("repeats", repeats)
     family = build_family(config)
     learner = build_learner(config, build_policy(config, family))
     sampler = LocalSampler(family, learner.policy)

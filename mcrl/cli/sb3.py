@@ -86,6 +86,8 @@ def export_sb3(
     out = Path(out)
     if out.suffix != ".zip":
         out = out.with_name(out.name + ".zip")
+    if out.exists():
+        raise ValueError(f"{out} already exists; choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     to_sb3(policy).save(out)
     return out

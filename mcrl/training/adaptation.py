@@ -242,6 +242,7 @@ class MetaPolicy:
         the return after each step.
         """
         steps = check_non_negative_int("steps", steps)
+        seed = check_non_negative_int("seed", seed)
         target_family, task, max_envs, what = self._target(env, family, env_kwargs, horizon)
         probe = target_family.make_env(task)
         try:

@@ -135,6 +135,11 @@ class Trainer:
             )
 
     def _check_resumable(self, policy: MLPPolicy) -> dict[str, Any]:
+        if not (self.checkpoint_dir / "latest.pt").exists():
+            raise ConfigError(
+                f"no run to resume in {str(self.run_dir)!r} (it has no checkpoints/latest.pt); "
+                "drop --resume to start one there"
+            )
         state = load_checkpoint(self.checkpoint_dir / "latest.pt")
         self._check_compatible(state, policy)
         return state
