@@ -75,3 +75,19 @@ def test_the_run_records_the_backend_auto_chose(tmp_path, monkeypatch):
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["sampler"]["backend"] == "local"
     assert "sampler: local (auto: Navigation2D ships a vectorised env)" in trainer.summary
+
+
+def test_an_incompatible_resume_is_refused_before_ray_starts(tmp_path, capsys):
+    import ray
+
+    from mcrl.cli import main
+
+    mcrl.train(tiny_config("iterations=1"), tmp_path / "run")
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "family: Navigation2D\npolicy: {hidden_sizes: [16]}\nsampler: {backend: ray}\n"
+    )
+    args = ["train", str(config), "--out", str(tmp_path / "run"), "--resume", "--no-progress"]
+    assert main(args) == 2
+    assert "cannot resume: policy parameter" in capsys.readouterr().err
+    assert not ray.is_initialized()

@@ -232,8 +232,8 @@ def bench_e2e(config: TrainConfig, *, iterations: int = 5, warmup: int = 1) -> d
         "curvature": config.curvature,
         "outer": config.outer,
         "outer_epochs": config.outer_epochs,
-        "backend": config.sampler.backend,
-        "workers": config.sampler.workers if config.sampler.backend == "ray" else None,
+        "backend": trainer.config.sampler.backend,  # what `auto` chose
+        "workers": config.sampler.workers if trainer.config.sampler.backend == "ray" else None,
         "iterations": iterations,
         "seconds_per_iteration": round(float(np.median(seconds)), 3),
         "seconds_min": round(min(seconds), 3),
