@@ -1,0 +1,88 @@
+"""A fixed-seed run's metrics stay what they were when recorded (tests/golden/*.json): speed work
+on the learner must not change results beyond float tolerance.
+
+Regenerate (only for a deliberate change of results, saying why in the commit):
+``python -m tests.test_golden``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import mcrl
+from tests.conftest import tiny_config
+
+GOLDEN = Path(__file__).parent / "golden"
+RUNS = {
+    # second order, Kronecker C, two inner steps, the alignment loss, PPO outer step
+    "navigation_kronecker": (
+        "curvature=kronecker",
+        "inner_steps=2",
+        "alignment_weight=0.001",
+        "outer_epochs=3",
+        "iterations=3",
+        "eval_every=3",
+    ),
+    # Meta-SGD with the TRPO outer step and the split alignment estimator on Pendulum
+    "pendulum_trpo_diagonal": (
+        "family=PendulumDynamics",
+        "curvature=diagonal",
+        "outer=trpo",
+        "alignment_weight=0.001",
+        "alignment_estimator=split",
+        "fisher_episode_fraction=0.5",
+        "iterations=2",
+        "eval_every=2",
+    ),
+    # first order, joint schedule, DiCE inner loss, CartPole's categorical policy
+    "cartpole_first_order_joint": (
+        "family=CartPoleDynamics",
+        "first_order=true",
+        "schedule=joint",
+        "inner_estimator=dice",
+        "iterations=3",
+        "eval_every=3",
+    ),
+}
+
+
+def run_metrics(name: str, run_dir: Path) -> list[dict[str, float]]:
+    trainer = mcrl.train(tiny_config(*RUNS[name]), run_dir)
+    rows = []
+    for row in mcrl_rows(trainer.run_dir):
+        rows.append({k: float(v) for k, v in row.items() if v != "" and not k.startswith("time_")})
+    return rows
+
+
+def mcrl_rows(run_dir: Path) -> list[dict[str, str]]:
+    import csv
+
+    with (run_dir / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_fixed_seed_metrics_match_the_recorded_run(name, tmp_path):
+    expected = json.loads((GOLDEN / f"{name}.json").read_text())
+    actual = run_metrics(name, tmp_path / name)
+    assert len(actual) == len(expected)
+    for got, want in zip(actual, expected, strict=True):
+        assert set(got) == set(want)
+        for key, value in want.items():
+            assert math.isclose(got[key], value, rel_tol=2e-4, abs_tol=2e-5), (
+                f"{name}: iteration {int(want['iteration'])} {key} = {got[key]}, recorded {value}"
+            )
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    for run in sorted(RUNS):
+        with tempfile.TemporaryDirectory() as tmp:
+            metrics = run_metrics(run, Path(tmp) / run)
+        (GOLDEN / f"{run}.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        print(f"wrote {GOLDEN / f'{run}.json'}")
