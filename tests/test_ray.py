@@ -233,23 +233,3 @@ def test_a_learner_in_a_ray_actor_trains_exactly_like_one_in_the_driver(ray_sess
     ):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
     assert local.latest_eval["returns"] == pytest.approx(remote.latest_eval["returns"], rel=1e-4)
-
-
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
-def test_the_learner_uses_the_driver_gpu(tmp_path):
-    trainer = mcrl.train(
-        mcrl.load_config(
-            None,
-            [
-                "sampler.backend=local",
-                "iterations=1",
-                "meta_batch_size=2",
-                "episodes_per_task=2",
-                "horizon=10",
-                "eval_every=0",
-            ],
-        ),
-        tmp_path / "gpu",
-    )
-    assert trainer.learner.device.type == "cuda"
-    assert next(trainer.learner.policy.parameters()).is_cuda

@@ -16,6 +16,7 @@ import torch
 from mcrl.common.config import TrainConfig
 from mcrl.common.policies import make_policy, params_to_numpy
 from mcrl.common.validation import check_non_negative_int, check_positive_int
+from mcrl.rollout.episodes import EpisodeBatch
 from mcrl.rollout.sampler import LocalSampler
 from mcrl.tasks import TaskFamily
 
@@ -112,8 +113,16 @@ def bench_sampler(
     }
 
 
-def bench_learner(config: TrainConfig, *, repeats: int = 3) -> dict[str, Any]:
-    """Milliseconds per meta-step (all ``outer_epochs``) on one iteration's real episodes."""
+def bench_learner(
+    config: TrainConfig, *, repeats: int = 3, sampled_tasks: int | None = None
+) -> dict[str, Any]:
+    """Milliseconds per meta-step (all ``outer_epochs``) on one iteration's real episodes.
+
+    ``sampled_tasks`` collects episodes for that many tasks only and reuses them for the rest of
+    the meta-batch: a meta-step's cost depends on its data's shapes, not its values, so a large
+    meta-batch can be timed without sampling all of it. On CUDA the result also has the peak GPU
+    memory of the meta-step.
+    """
     from mcrl.training.build import build_family, build_learner, build_policy
 
     check_positive_int("repeats", repeats)
@@ -121,47 +130,55 @@ def bench_learner(config: TrainConfig, *, repeats: int = 3) -> dict[str, Any]:
     learner = build_learner(config, build_policy(config, family))
     sampler = LocalSampler(family, learner.policy)
     tasks = family.sample_tasks(config.meta_batch_size, seed=config.seed)
-    pre = [
-        learner.prepare(
-            sampler.sample(
-                tasks,
-                learner.theta_numpy(),
-                config.episodes_per_task,
-                seed=config.seed,
-                iteration=0,
-            )
-        )
-    ]
-    post_batches = sampler.sample(
-        tasks,
-        learner.adapted_params(pre),
-        config.episodes_per_task,
-        seed=config.seed,
-        iteration=0,
-        phase=1,
+    count = (
+        len(tasks) if sampled_tasks is None else check_positive_int("sampled_tasks", sampled_tasks)
     )
-    post = learner.prepare(post_batches)
+    collected = tasks[: min(count, len(tasks))]
+
+    def sample(params: Any, phase: int) -> list[EpisodeBatch]:
+        batches = sampler.sample(
+            collected, params, config.episodes_per_task, seed=config.seed, iteration=0, phase=phase
+        )
+        return [batches[i % len(batches)] for i in range(len(tasks))]
+
+    pre = [learner.prepare(sample(learner.theta_numpy(), 0))]
+    post = learner.prepare(sample(learner.adapted_params(pre)[: len(collected)], 1))
+    sampler.close()
     state = learner.state_dict()
+    cuda = learner.device.type == "cuda"
     timings = []
     for _ in range(repeats + 1):  # the first is a warm-up
         learner.load_state_dict(state)
+        if cuda:
+            torch.cuda.synchronize(learner.device)
+            torch.cuda.reset_peak_memory_stats(learner.device)
         start = time.perf_counter()
         learner.meta_step(pre, post)
+        if cuda:
+            torch.cuda.synchronize(learner.device)
         timings.append(time.perf_counter() - start)
-    return {
+    result = {
         "family": family.name,
         "tasks": config.meta_batch_size,
+        "sampled_tasks": len(collected),
         "episodes": config.episodes_per_task,
         "horizon": family.horizon,
+        "hidden_sizes": list(config.policy.hidden_sizes),
         "curvature": config.curvature,
         "first_order": config.first_order,
         "task_batching": config.learner.task_batching,
         "outer": config.outer,
         "outer_epochs": config.outer_epochs,
         "device": str(learner.device),
+        "device_name": torch.cuda.get_device_name(learner.device) if cuda else "cpu",
         "threads": torch.get_num_threads(),
         "ms_per_meta_step": round(1000 * float(np.median(timings[1:])), 1),
     }
+    if cuda:
+        result["peak_gpu_memory_mb"] = round(
+            torch.cuda.max_memory_allocated(learner.device) / 2**20, 1
+        )
+    return result
 
 
 class PeakMemory:

@@ -96,7 +96,7 @@ def _bench_config(args: argparse.Namespace, console: Console) -> int:
     config = load_config(args.config, args.set)
     configure_torch_threads(config.learner.num_threads or available_cpus())
     if args.what == "learner":
-        result = bench_learner(config, repeats=args.repeats)
+        result = bench_learner(config, repeats=args.repeats, sampled_tasks=args.sampled_tasks)
     else:
         result = bench_e2e(config, iterations=args.iterations, warmup=args.warmup)
     result["command"] = " ".join(["mcrl", *sys.argv[1:]])
@@ -339,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     learner.add_argument("config", help="YAML config giving the family, sizes and learner settings")
     learner.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     learner.add_argument("--repeats", type=int, default=3)
+    learner.add_argument(
+        "--sampled-tasks",
+        type=int,
+        help="sample episodes for this many tasks and reuse them for the rest of the meta-batch "
+        "(the time depends on shapes only; default: sample every task)",
+    )
     learner.add_argument("--json", action="store_true")
     learner.set_defaults(handler=_bench_config)
     e2e = bench_kinds.add_parser(

@@ -101,6 +101,10 @@ class LearnerConfig:
     ``num_gpus`` > 0; then a Ray actor on a cluster node with GPUs."""
     num_gpus: float = non_negative(0.0)
     """GPUs for a learner that runs as a Ray actor."""
+    keep_freed_memory: bool = True
+    """Keep freed memory in the learner's process (glibc's malloc) so that its large tensors
+    reuse mapped pages instead of page-faulting afresh: about 2x faster meta-steps on CPU, at the
+    cost of a resident memory that stays near the peak (about 1.8x the live peak)."""
 
 
 @dataclass

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mcrl.common.memory import keep_freed_memory
 from mcrl.common.policies import MLPPolicy, Params, params_to_numpy
 from mcrl.meta.curvature import adapt, make_curvature
 from mcrl.meta.losses import (
@@ -208,6 +209,8 @@ class MetaLearner:
     def __init__(self, policy: MLPPolicy, config: TrainConfig):
         self.config = config
         self.device = resolve_device(config.learner.device)
+        if config.learner.keep_freed_memory:
+            keep_freed_memory()
         self.policy = policy.to(self.device)
         self.curvature = make_curvature(config.curvature, self.policy.params()).to(self.device)
         self.objective = MetaObjective(self.policy, self.curvature, config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -45,3 +46,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"checkpoint {str(path)!r} is not an mcrl checkpoint of format {CHECKPOINT_FORMAT}"
         )
     return state
+
+
+def cpu_copy(state: Any) -> Any:
+    """A copy of a (nested) state dict with every tensor on the CPU: a snapshot that the
+    optimisers' in-place updates do not reach, and a checkpoint that loads without a GPU."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: cpu_copy(v) for k, v in state.items()}
+    if isinstance(state, list):
+        return [cpu_copy(v) for v in state]
+    return copy.deepcopy(state)

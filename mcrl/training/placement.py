@@ -12,6 +12,7 @@ import torch
 from mcrl.common.policies import MLPPolicy
 from mcrl.meta.learner import MetaLearner
 from mcrl.rollout.episodes import EpisodeBatch
+from mcrl.training.checkpoints import cpu_copy
 
 if TYPE_CHECKING:
     from mcrl.common.config import LearnerConfig, TrainConfig
@@ -53,23 +54,13 @@ class LearnerActor:
         return self.learner.theta_numpy()
 
     def state_dict(self) -> dict:
-        return _to_cpu(self.learner.state_dict())
+        return cpu_copy(self.learner.state_dict())
 
     def load_state_dict(self, state: dict) -> None:
         self.learner.load_state_dict(state)
 
     def device(self) -> str:
         return str(self.learner.device)
-
-
-def _to_cpu(state: Any) -> Any:
-    if isinstance(state, torch.Tensor):
-        return state.cpu()
-    if isinstance(state, dict):
-        return {k: _to_cpu(v) for k, v in state.items()}
-    if isinstance(state, list):
-        return [_to_cpu(v) for v in state]
-    return state
 
 
 class RayLearner:

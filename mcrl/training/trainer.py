@@ -7,7 +7,6 @@ to ``metrics.csv``; checkpoints are written atomically; ``resume`` continues exa
 
 from __future__ import annotations
 
-import copy
 import csv
 import dataclasses
 import json
@@ -51,7 +50,7 @@ from mcrl.training.build import (
     build_sampler,
     resolve_backend,
 )
-from mcrl.training.checkpoints import CHECKPOINT_FORMAT, atomic_save, load_checkpoint
+from mcrl.training.checkpoints import CHECKPOINT_FORMAT, atomic_save, cpu_copy, load_checkpoint
 from mcrl.training.evaluation import evaluate_adaptation
 from mcrl.training.placement import learner_placement
 
@@ -179,7 +178,7 @@ class Trainer:
             "iteration": iteration,
             "env_steps": self.env_steps,
             "config": to_dict(self.config),
-            "learner": copy.deepcopy(self.learner.state_dict()),
+            "learner": cpu_copy(self.learner.state_dict()),
         }
 
     def save_checkpoint(self, snapshot: dict[str, Any]) -> Path:
