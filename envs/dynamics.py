@@ -7,9 +7,14 @@ by 1.3^U(−l, l), l = 3 by default; gravity can be scaled too.
 
 from __future__ import annotations
 
-import gymnasium as gym
+import math
+from collections.abc import Sequence
 
-from mcrl.tasks import Task
+import gymnasium as gym
+import numpy as np
+from gymnasium.utils import seeding
+
+from mcrl.tasks import Task, TaskVectorEnv
 from mcrl.tasks.gym_family import EnvParam, GymFamily
 
 
@@ -71,6 +76,67 @@ class Walker2dParams(MuJoCoParams):
     env_id = "Walker2d-v5"
 
 
+class CartPoleVectorEnv(TaskVectorEnv):
+    """CartPole-v1's dynamics (Euler integration, force ±10, termination at |x| > 2.4 or
+    |θ| > 12°) for every episode at once, with per-task masses and pole length; transition for
+    transition the same as Gymnasium's env, reset noise included."""
+
+    GRAVITY = 9.8
+    FORCE = 10.0
+    TAU = 0.02
+    X_LIMIT = 2.4
+    THETA_LIMIT = 12 * 2 * math.pi / 360
+
+    def __init__(self, tasks: Sequence[Task]):
+        probe = gym.make("CartPole-v1")
+        self.observation_space = probe.observation_space
+        self.action_space = probe.action_space
+        probe.close()
+        self.set_tasks(tasks)
+
+    @property
+    def num_envs(self) -> int:
+        return len(self._length)
+
+    def set_tasks(self, tasks: Sequence[Task]) -> None:
+        self._length = np.array([t.params["length"] for t in tasks])
+        self._masspole = np.array([t.params["masspole"] for t in tasks])
+        total = self._masspole + np.array([t.params["masscart"] for t in tasks])
+        self._total_mass = total
+        self._polemass_length = self._masspole * self._length
+        self._state = np.zeros((len(tasks), 4))
+
+    def reset(self, seeds: Sequence[int]) -> np.ndarray:
+        self._state = np.stack(
+            [seeding.np_random(int(s))[0].uniform(low=-0.05, high=0.05, size=(4,)) for s in seeds]
+        )
+        return self._state.astype(np.float32)
+
+    def step(self, actions, active):
+        x, x_dot, theta, theta_dot = self._state.T
+        force = np.where(np.asarray(actions).reshape(-1) == 1, self.FORCE, -self.FORCE)
+        costheta, sintheta = np.cos(theta), np.sin(theta)
+        temp = (force + self._polemass_length * np.square(theta_dot) * sintheta) / self._total_mass
+        thetaacc = (self.GRAVITY * sintheta - costheta * temp) / (
+            self._length * (4.0 / 3.0 - self._masspole * np.square(costheta) / self._total_mass)
+        )
+        xacc = temp - self._polemass_length * thetaacc * costheta / self._total_mass
+        new = np.stack(
+            [
+                x + self.TAU * x_dot,
+                x_dot + self.TAU * xacc,
+                theta + self.TAU * theta_dot,
+                theta_dot + self.TAU * thetaacc,
+            ],
+            axis=1,
+        )
+        self._state = np.where(active[:, None], new, self._state)
+        x, theta = self._state[:, 0], self._state[:, 2]
+        terminated = (np.abs(x) > self.X_LIMIT) | (np.abs(theta) > self.THETA_LIMIT)
+        rewards = np.ones(len(x), dtype=np.float32)  # +1 per step, the terminating one too
+        return self._state.astype(np.float32), rewards, terminated, np.zeros_like(terminated)
+
+
 class CartPoleDynamics(GymFamily):
     """CartPole-v1 (discrete actions) with varied pole half-length, pole mass and cart mass
     (defaults 0.5, 0.1, 1.0); the derived total mass and pole mass·length follow."""
@@ -89,3 +155,8 @@ class CartPoleDynamics(GymFamily):
         cartpole = env.unwrapped
         cartpole.total_mass = cartpole.masspole + cartpole.masscart
         cartpole.polemass_length = cartpole.masspole * cartpole.length
+
+    def make_vector_env(self, tasks: Sequence[Task]) -> TaskVectorEnv:
+        for task in tasks:
+            self.check_task(task)
+        return CartPoleVectorEnv(tasks)

@@ -10,7 +10,7 @@ from mcrl.common.policies import params_to_numpy, stack_params
 from mcrl.rollout.episodes import EpisodeBatch
 from tests.conftest import make_policy_for, perturbed_params
 
-FAMILIES = ["Navigation2D", "PendulumDynamics"]
+FAMILIES = ["Navigation2D", "PendulumDynamics", "CartPoleDynamics"]
 
 
 def assert_same_batches(a: list[EpisodeBatch], b: list[EpisodeBatch]) -> None:
@@ -111,6 +111,8 @@ def test_native_vector_envs_give_the_single_env_transitions(name):
         tasks, params, 4, seed=1, iteration=0
     )
     assert_same_batches(fast, slow)
+    if name == "CartPoleDynamics":  # the pole falls: terminations are compared too
+        assert any(b.terminated.any() for b in fast)
 
 
 def test_episodes_that_end_early_are_padded_and_masked():
