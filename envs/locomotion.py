@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
-from mcrl.tasks import BoxTaskSpace, ParamValue, Range, Task, TaskFamily
+from mcrl.tasks import BoxTaskSpace, ParamValue, Range, Task, TaskFamily, TaskVectorEnv
+from mcrl.tasks.mujoco_vector_env import ROBOTS, MuJoCoVectorEnv
 from mcrl.tasks.mujoco_warnings import filter_mujoco_warnings
 
 TaskReward = Callable[[Mapping[str, Any], Mapping[str, ParamValue]], float]
@@ -59,6 +60,21 @@ class GoalLocomotion(TaskFamily):
     def set_task(self, env: gym.Env, task: Task) -> None:
         self.check_task(task)
         env.task_params = dict(task.params)
+
+    @property
+    def has_native_vector_env(self) -> bool:
+        return self.env_id in ROBOTS
+
+    def make_vector_env(self, tasks: Sequence[Task]) -> TaskVectorEnv:
+        if not self.has_native_vector_env:
+            return super().make_vector_env(tasks)
+        for task in tasks:
+            self.check_task(task)
+        return MuJoCoVectorEnv(
+            lambda: gym.make(self.env_id, max_episode_steps=self.horizon, **self.env_kwargs),
+            tasks,
+            reward=self.reward,
+        )
 
 
 class HalfCheetahVel(GoalLocomotion):

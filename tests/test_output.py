@@ -62,11 +62,12 @@ def test_auto_backend_is_ray_when_an_address_is_given(monkeypatch):
 
 def test_auto_backend_spreads_one_env_per_episode_families_over_cpus(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    cartpole = mcrl.make_family("CartPoleDynamics")  # no native vector env
+    hopper = mcrl.make_family("HopperParams")  # no native vector env (yet)
+    assert not hopper.has_native_vector_env
     monkeypatch.setattr(build, "available_cpus", lambda: 4)
-    assert build.resolve_backend(SamplerConfig(), cartpole)[0] == "ray"
+    assert build.resolve_backend(SamplerConfig(), hopper)[0] == "ray"
     monkeypatch.setattr(build, "available_cpus", lambda: 1)
-    assert build.resolve_backend(SamplerConfig(), cartpole)[0] == "local"
+    assert build.resolve_backend(SamplerConfig(), hopper)[0] == "local"
 
 
 def test_the_run_records_the_backend_auto_chose(tmp_path, monkeypatch):

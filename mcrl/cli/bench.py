@@ -39,6 +39,28 @@ def raw_env_steps_per_s(family: TaskFamily, *, min_steps: int, seed: int = 0) ->
     return min_steps / elapsed
 
 
+def limit_steps_per_s(family: TaskFamily, *, min_steps: int, seed: int = 0) -> float | None:
+    """The bare simulator's env steps/s: ``mj_step`` × frame skip on one ``MjData``, one thread,
+    random controls drawn in advance (None for a family whose env is not a MuJoCo env)."""
+    import mujoco
+
+    env = family.make_env(family.sample_tasks(1, seed=seed)[0])
+    unwrapped = env.unwrapped
+    if not hasattr(unwrapped, "frame_skip") or not hasattr(unwrapped, "data"):
+        env.close()
+        return None
+    model, data, frame_skip = unwrapped.model, unwrapped.data, unwrapped.frame_skip
+    env.reset(seed=seed)
+    controls = np.random.default_rng(seed).uniform(-1, 1, size=(1000, model.nu))
+    start = time.perf_counter()
+    for step in range(min_steps):
+        data.ctrl[:] = controls[step % len(controls)]
+        mujoco.mj_step(model, data, nstep=frame_skip)
+    elapsed = time.perf_counter() - start
+    env.close()
+    return min_steps / elapsed
+
+
 def bench_sampler(
     family: TaskFamily,
     *,
@@ -49,6 +71,8 @@ def bench_sampler(
     workers: int | None = None,
     native_vector: bool = True,
     raw_steps_per_s: float | None = None,
+    limit: float | None = None,
+    threads: int = 1,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Sampler env steps/s against the raw single-env loop, measured in the same run.
@@ -57,13 +81,16 @@ def bench_sampler(
     its speed is the best of ``repeats`` phases after a warm-up phase that builds the envs.
     ``native_vector=False`` measures the generic path (one Gymnasium env per episode) even for
     a family that ships a vectorised env (local backend). ``raw_steps_per_s`` reuses a raw
-    measurement from the same run. With Ray, ``ray_overhead_ms`` is the phase's wall time
-    minus its slowest worker's collection time: weight broadcast, scheduling and gathering.
+    measurement from the same run, ``limit`` a bare-simulator one (MuJoCo families:
+    ``limit_ratio`` is the sampler's speed over it). ``threads`` steps a native MuJoCo env with
+    that many threads. With Ray, ``ray_overhead_ms`` is the phase's wall time minus its
+    slowest worker's collection time: weight broadcast, scheduling and gathering.
     """
     check_positive_int("tasks", tasks)
     check_positive_int("episodes", episodes)
     check_positive_int("repeats", repeats)
     check_non_negative_int("seed", seed)
+    check_positive_int("threads", threads)
     if backend not in ("local", "ray"):
         raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
     task_list = family.sample_tasks(tasks, seed=seed)
@@ -72,7 +99,7 @@ def bench_sampler(
     probe.close()
     param_sets = [params_to_numpy(policy.params())] * tasks
     if backend == "local":
-        sampler: Any = LocalSampler(family, policy, native_vector=native_vector)
+        sampler: Any = LocalSampler(family, policy, native_vector=native_vector, threads=threads)
     else:
         from mcrl.rollout.ray_sampler import RaySampler
 
@@ -102,15 +129,24 @@ def bench_sampler(
             raw_env_steps_per_s(family, min_steps=max(steps // 4, 2000), seed=seed)
             for _ in range(repeats)
         )
-    return result | {
+    if limit is None:
+        limit = limit_steps_per_s(family, min_steps=max(steps // 4, 2000), seed=seed)
+    result |= {
         "tasks": tasks,
         "episodes": episodes,
         "horizon": family.horizon,
+        "threads": threads if backend == "local" else 1,
         "steps_per_phase": steps,
         "sampler_steps_per_s": round(best, 1),
         "raw_steps_per_s": round(raw_steps_per_s, 1),
         "ratio": round(best / raw_steps_per_s, 3),
     }
+    if limit is not None:
+        result |= {
+            "limit_steps_per_s": round(limit, 1),
+            "limit_ratio": round(best / limit, 3),
+        }
+    return result
 
 
 def bench_learner(

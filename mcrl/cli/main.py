@@ -45,32 +45,37 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
 
     family = make_family(args.family)
     command = " ".join(["mcrl", *sys.argv[1:]])
-    worker_counts = args.workers if args.backend == "ray" else [None]
-    raw = None
-    for workers in worker_counts:
+    if args.backend == "ray":
+        settings = [{"workers": w} for w in args.workers]
+    else:
+        settings = [{"threads": t} for t in args.threads]
+    raw = limit = None
+    for setting in settings:
         result = bench_sampler(
             family,
             tasks=args.tasks,
             episodes=args.episodes,
             repeats=args.repeats,
             backend=args.backend,
-            workers=workers,
             native_vector=not args.serial,
             raw_steps_per_s=raw,
+            limit=limit,
             seed=args.seed,
+            **setting,
         )
-        raw = result["raw_steps_per_s"]  # measured once, shared by every worker count
+        # The single-env loop and the simulator limit: measured once, shared by every setting.
+        raw, limit = result["raw_steps_per_s"], result.get("limit_steps_per_s")
         result["command"] = command
         if args.json:
             print(json.dumps(result), flush=True)
             continue
-        setting = (
+        where = (
             f"ray, {result['workers']} workers"
             if args.backend == "ray"
-            else f"local, {result['vector_env']} envs"
+            else f"local, {result['vector_env']} envs, {result['threads']} threads"
         )
         table = Table(
-            title=f"sampler benchmark: {family.name}, {args.tasks} tasks x {args.episodes} episodes, {setting}"
+            title=f"sampler benchmark: {family.name}, {args.tasks} tasks x {args.episodes} episodes, {where}"
         )
         table.add_column("measure")
         table.add_column("value", justify="right")
@@ -79,6 +84,8 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
             "sampler_steps_per_s",
             "raw_steps_per_s",
             "ratio",
+            "limit_steps_per_s",
+            "limit_ratio",
             "ray_overhead_ms",
         ):
             if key in result:
@@ -325,6 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[2],
         help="Ray worker counts to measure, e.g. 1 2 4 8 16",
+    )
+    sampler.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="threads stepping a native MuJoCo env in-process (local backend), e.g. 1 2 4 8 16",
     )
     sampler.add_argument(
         "--json", action="store_true", help="print one JSON object per measurement"

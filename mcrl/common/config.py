@@ -72,6 +72,9 @@ class SamplerConfig:
     ``config.yaml`` records the backend ``auto`` chose."""
     workers: int | None = positive(None)
     """Ray rollout workers (one CPU each); default: the CPUs of this machine or cluster."""
+    threads: int | None = positive(None)
+    """Threads that step a natively vectorised MuJoCo env in-process; default: the CPUs this
+    process may use (Ray workers use one each)."""
     address: str | None = check(
         lambda a: a == "auto" or a.startswith("ray://") or re.fullmatch(r"[^:\s]+:\d+", a),
         "HOST:PORT, auto or ray://HOST:PORT",

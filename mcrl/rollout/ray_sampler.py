@@ -46,7 +46,7 @@ class RolloutWorker:
 
     def __init__(self, family: TaskFamily, policy: MLPPolicy):
         configure_torch_threads(1)
-        self.engine = RolloutEngine(family, policy)
+        self.engine = RolloutEngine(family, policy, threads=1)  # one CPU per worker
 
     def run(
         self, tasks, params, slots, seed, iteration, phase

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mcrl.common.policies import MLPPolicy, stack_params
-from mcrl.common.threads import torch_threads
+from mcrl.common.threads import available_cpus, torch_threads
 from mcrl.common.validation import check_positive_int
 from mcrl.rollout.episodes import EpisodeBatch
 from mcrl.tasks import SerialTaskVectorEnv, Task, TaskFamily, TaskVectorEnv
@@ -87,7 +87,8 @@ class RolloutEngine:
     ``native_vector=False`` ignores a family's own vectorised env and steps one Gymnasium env
     per episode (to check the two agree, or to measure the generic path). Envs stepped one by
     one are at most ``max_envs`` at a time (1 collects the episodes one after another, in the
-    same env object).
+    same env object). ``threads`` is how many threads a native env may step its simulations
+    with (default: the CPUs this process may use).
     """
 
     def __init__(
@@ -97,17 +98,22 @@ class RolloutEngine:
         *,
         native_vector: bool = True,
         max_envs: int = SERIAL_GROUP,
+        threads: int | None = None,
     ):
         self.family = family
         self.policy = policy
         self.native_vector = native_vector
         self.max_envs = check_positive_int("max_envs", max_envs)
+        self.threads = (
+            available_cpus() if threads is None else check_positive_int("threads", threads)
+        )
         self._env: TaskVectorEnv | None = None
 
     def _envs_for(self, tasks: Sequence[Task]) -> TaskVectorEnv:
         if self._env is None:
             if self.native_vector:
                 self._env = self.family.make_vector_env(tasks)
+                self._env.set_threads(self.threads)
             else:
                 self._env = SerialTaskVectorEnv(self.family, tasks)
         else:
@@ -266,9 +272,12 @@ class LocalSampler:
         *,
         native_vector: bool = True,
         max_envs: int = SERIAL_GROUP,
+        threads: int | None = None,
     ):
         self.family = family
-        self.engine = RolloutEngine(family, policy, native_vector=native_vector, max_envs=max_envs)
+        self.engine = RolloutEngine(
+            family, policy, native_vector=native_vector, max_envs=max_envs, threads=threads
+        )
 
     def sample(
         self,

@@ -13,7 +13,8 @@ non-positive.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import copy
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +23,11 @@ import numpy as np
 
 from mcrl.common.validation import check_positive_int
 from mcrl.tasks.family import TaskFamily
+from mcrl.tasks.mujoco_vector_env import ROBOTS, MuJoCoVectorEnv, env_reward
 from mcrl.tasks.mujoco_warnings import filter_mujoco_warnings
 from mcrl.tasks.registry import register_family
 from mcrl.tasks.task import BoxTaskSpace, Range, Task
+from mcrl.tasks.vector_env import TaskVectorEnv
 
 # The values a MuJoCo model field can be simulated with, by the field's name: no mass, inertia
 # or size of zero or less; no negative damping, friction, armature or stiffness. A multiplier of
@@ -66,7 +69,11 @@ class EnvParam:
 
 def _resolve(env: gym.Env, path: str) -> tuple[Any, str]:
     """The object owning the last attribute of a dotted ``path`` under ``env.unwrapped``."""
-    owner: Any = env.unwrapped
+    return _resolve_from(env.unwrapped, path)
+
+
+def _resolve_from(root: Any, path: str) -> tuple[Any, str]:
+    owner = root
     *parents, leaf = path.split(".")
     for part in parents:
         owner = getattr(owner, part)
@@ -172,20 +179,67 @@ class GymFamily(TaskFamily):
                 param.setter(env, value)
                 continue
             target = param.target or name
-            owner, leaf = _resolve(env, target)
-            new = np.asarray(value, dtype=np.float64).reshape(
-                defaults[name].shape if param.per_element else ()
-            )
-            if param.scale:
-                new = defaults[name] * new
-            current = getattr(owner, leaf)
-            if isinstance(current, np.ndarray):
-                current[...] = new  # in place: MuJoCo arrays are views into the model
-            else:
-                setattr(owner, leaf, float(new) if np.ndim(new) == 0 else new)
+            _write(*_resolve(env, target), _new_value(param, value, defaults[name]))
             touched_model |= target.startswith("model.")
         if touched_model:
             _refresh_mujoco_constants(env)
+
+    # -- the native vectorised env (families that only write model fields of a known robot) --
+    @property
+    def has_native_vector_env(self) -> bool:
+        if type(self).make_vector_env is not GymFamily.make_vector_env:
+            return True
+        return self.env_id in ROBOTS and all(
+            p.setter is None and (p.target or name).startswith("model.")
+            for name, p in self.params.items()
+        )
+
+    def make_vector_env(self, tasks: Sequence[Task]) -> TaskVectorEnv:
+        if not self.has_native_vector_env:
+            return super().make_vector_env(tasks)
+        for task in tasks:
+            self.check_task(task)
+        return MuJoCoVectorEnv(
+            self._make_raw_env, tasks, reward=env_reward, models_for=self._models_for
+        )
+
+    def _models_for(self, env: gym.Env, tasks: Sequence[Task]) -> list[Any]:
+        """A copy of ``env``'s model per distinct task, its fields written from the defaults
+        (saved on ``env`` the first time)."""
+        import mujoco
+
+        base = env.unwrapped
+        if not hasattr(base, "_mcrl_defaults"):
+            self._save_defaults(env)
+        scratch = mujoco.MjData(base.model)
+        models: dict[tuple, Any] = {}
+        for task in tasks:
+            key = tuple(sorted(task.params.items()))
+            if key not in models:
+                model = copy.deepcopy(base.model)
+                for name, param in self.params.items():
+                    path = (param.target or name).removeprefix("model.")
+                    default = base._mcrl_defaults[name]
+                    _write(
+                        *_resolve_from(model, path), _new_value(param, task.params[name], default)
+                    )
+                mujoco.mj_setConst(model, scratch)
+                models[key] = model
+        return [models[tuple(sorted(t.params.items()))] for t in tasks]
+
+
+def _new_value(param: EnvParam, value: Any, default: np.ndarray) -> np.ndarray:
+    """The value a task writes: its own, or the default scaled by it; never compounded."""
+    new = np.asarray(value, dtype=np.float64).reshape(default.shape if param.per_element else ())
+    return default * new if param.scale else new
+
+
+def _write(owner: Any, leaf: str, new: np.ndarray) -> None:
+    current = getattr(owner, leaf)
+    if isinstance(current, np.ndarray):
+        current[...] = new  # in place: MuJoCo arrays are views into the model
+    else:
+        setattr(owner, leaf, float(new) if np.ndim(new) == 0 else new)
 
 
 def _refresh_mujoco_constants(env: gym.Env) -> None:

@@ -49,6 +49,9 @@ class TaskVectorEnv(abc.ABC):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Step the active envs; returns (observations, rewards, terminated, truncated)."""
 
+    def set_threads(self, threads: int) -> None:  # noqa: B027 - optional hook
+        """Step with up to ``threads`` threads, where the env can (a native MuJoCo env does)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 

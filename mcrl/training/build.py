@@ -71,7 +71,7 @@ def resolve_backend(sampler: SamplerConfig, family: TaskFamily) -> tuple[str, st
 def build_sampler(config: TrainConfig, family: TaskFamily, policy: MLPPolicy) -> Sampler:
     s = config.sampler
     if resolve_backend(s, family)[0] == "local":
-        return LocalSampler(family, policy)
+        return LocalSampler(family, policy, threads=s.threads)
     return RaySampler(
         family,
         policy,

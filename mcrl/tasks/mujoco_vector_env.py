@@ -1,0 +1,201 @@
+"""Natively vectorised MuJoCo locomotion: every episode of a phase stepped in MuJoCo's C code,
+its observations and reward terms computed as arrays, equal to Gymnasium's v5 envs.
+
+Each episode keeps its own ``MjData`` (its solver warm start included, which is what makes
+whole episodes equal Gymnasium's: a MuJoCo state restored without it drifts apart within ~100
+steps), and the episodes are stepped by a few threads (``mj_step`` releases the GIL). Per-task
+dynamics are per-task ``MjModel`` copies written from the saved defaults, never compounded.
+
+A robot is described by a :class:`Robot`: how Gymnasium's env resets it, observes it, which
+reward terms its ``info`` reports, and when it is unhealthy.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.utils import seeding
+
+from mcrl.tasks.mujoco_warnings import filter_mujoco_warnings
+from mcrl.tasks.task import Task
+from mcrl.tasks.vector_env import TaskVectorEnv
+
+RewardFn = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], np.ndarray]
+
+
+class Robot(abc.ABC):
+    """What one of Gymnasium's v5 MuJoCo envs computes around ``mj_step``, as arrays over envs."""
+
+    def __init__(self, env: gym.Env):
+        self.env = env.unwrapped
+        self.dt = float(self.env.dt)
+
+    @abc.abstractmethod
+    def reset_state(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """qpos and qvel after a reset, drawing from ``rng`` exactly as the env's reset_model."""
+
+    @abc.abstractmethod
+    def observe(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+        """Observations ``[n, obs_dim]`` from ``qpos [n, nq]`` and ``qvel [n, nv]``."""
+
+    @abc.abstractmethod
+    def info(
+        self, qpos_before: np.ndarray, qpos: np.ndarray, qvel: np.ndarray, actions: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """The env's ``info`` after a step, each entry ``[n]`` (reward terms as ``reward_*``)."""
+
+    def unhealthy(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+        """Which envs terminate (robots without a health check never do)."""
+        return np.zeros(len(qpos), dtype=bool)
+
+
+class HalfCheetahRobot(Robot):
+    """HalfCheetah-v5: observations qpos[1:], qvel; reward terms forward velocity and control."""
+
+    def reset_state(self, rng):
+        env = self.env
+        scale = env._reset_noise_scale
+        qpos = env.init_qpos + rng.uniform(low=-scale, high=scale, size=env.model.nq)
+        qvel = env.init_qvel + scale * rng.standard_normal(env.model.nv)
+        return qpos, qvel
+
+    def observe(self, qpos, qvel):
+        return np.concatenate([qpos[:, 1:], qvel], axis=1)
+
+    def info(self, qpos_before, qpos, qvel, actions):
+        env = self.env
+        x_velocity = (qpos[:, 0] - qpos_before[:, 0]) / self.dt
+        return {
+            "x_position": qpos[:, 0],
+            "x_velocity": x_velocity,
+            "reward_forward": env._forward_reward_weight * x_velocity,
+            "reward_ctrl": -env._ctrl_cost_weight * np.sum(np.square(actions), axis=1),
+        }
+
+
+ROBOTS: dict[str, type[Robot]] = {"HalfCheetah-v5": HalfCheetahRobot}
+
+
+def env_reward(info: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The env's own reward: the sum of its ``reward_*`` terms."""
+    return sum(v for k, v in info.items() if k.startswith("reward_"))
+
+
+class MuJoCoVectorEnv(TaskVectorEnv):
+    """One ``MjData`` per episode, stepped ``frame_skip`` substeps at a time by ``threads``
+    threads; observations, rewards and terminations as arrays.
+
+    ``models_for(env, tasks)`` gives each task's ``MjModel`` from ``env``'s (tasks that only
+    change the reward share ``env``'s own); ``reward(info, params)`` turns the robot's ``info`` arrays and the tasks'
+    parameters (stacked per env) into rewards.
+    """
+
+    def __init__(
+        self,
+        make_env: Callable[[], gym.Env],
+        tasks: Sequence[Task],
+        *,
+        reward: RewardFn,
+        models_for: Callable[[gym.Env, Sequence[Task]], list[Any]] | None = None,
+        threads: int = 1,
+    ):
+        filter_mujoco_warnings()
+        self._probe = make_env()
+        unwrapped = self._probe.unwrapped
+        env_id = self._probe.spec.id if self._probe.spec is not None else ""
+        if env_id not in ROBOTS:
+            raise ValueError(f"no native vectorised env for {env_id!r}; known: {sorted(ROBOTS)}")
+        self.robot = ROBOTS[env_id](self._probe)
+        self.observation_space = self._probe.observation_space
+        self.action_space = self._probe.action_space
+        self.frame_skip = int(unwrapped.frame_skip)
+        self._reward = reward
+        self._models_for = models_for or (lambda env, tasks: [unwrapped.model] * len(tasks))
+        self._datas: list[Any] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self.threads = 1
+        self.set_threads(threads)
+        self.set_tasks(tasks)
+
+    @property
+    def num_envs(self) -> int:
+        return len(self._models)
+
+    def set_threads(self, threads: int) -> None:
+        """Step the envs with ``threads`` threads (MuJoCo releases the GIL while stepping)."""
+        self.threads = max(1, int(threads))
+        if self._pool is not None:
+            self._pool.shutdown()
+        self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+
+    def set_tasks(self, tasks: Sequence[Task]) -> None:
+        import mujoco
+
+        self._models = self._models_for(self._probe, tasks)
+        while len(self._datas) < len(tasks):
+            self._datas.append(mujoco.MjData(self._models[len(self._datas)]))
+        # An MjData belongs to a model's sizes only; per-task models of one robot share them.
+        self._params = {
+            name: np.array([t.params[name] for t in tasks])
+            for name in (tasks[0].params if tasks else {})
+        }
+
+    def _state(self) -> tuple[np.ndarray, np.ndarray]:
+        datas = self._datas[: self.num_envs]
+        return np.stack([d.qpos for d in datas]), np.stack([d.qvel for d in datas])
+
+    def reset(self, seeds: Sequence[int]) -> np.ndarray:
+        import mujoco
+
+        for k, seed in enumerate(seeds):
+            model, data = self._models[k], self._datas[k]
+            mujoco.mj_resetData(model, data)
+            qpos, qvel = self.robot.reset_state(seeding.np_random(int(seed))[0])
+            data.qpos[:] = qpos
+            data.qvel[:] = qvel
+            mujoco.mj_forward(model, data)
+        return self.robot.observe(*self._state()).astype(np.float32)
+
+    def _step_envs(self, index: np.ndarray, actions: np.ndarray) -> None:
+        import mujoco
+
+        models, datas, frame_skip = self._models, self._datas, self.frame_skip
+        for k in index:
+            data = datas[k]
+            data.ctrl[:] = actions[k]
+            mujoco.mj_step(models[k], data, nstep=frame_skip)
+
+    def step(self, actions, active):
+        actions = np.asarray(actions, dtype=np.float64)
+        qpos_before, _ = self._state()
+        index = np.flatnonzero(active)
+        if self._pool is None or len(index) < 2 * self.threads:
+            self._step_envs(index, actions)
+        else:
+            for future in [
+                self._pool.submit(self._step_envs, chunk, actions)
+                for chunk in np.array_split(index, self.threads)
+            ]:
+                future.result()
+        qpos, qvel = self._state()
+        info = self.robot.info(qpos_before, qpos, qvel, actions)
+        rewards = self._reward(info, self._params)
+        terminated = self.robot.unhealthy(qpos, qvel) & active
+        truncated = np.zeros_like(terminated)
+        return (
+            self.robot.observe(qpos, qvel).astype(np.float32),
+            rewards.astype(np.float32),
+            terminated,
+            truncated,
+        )
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        self._probe.close()
