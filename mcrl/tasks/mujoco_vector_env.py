@@ -54,31 +54,94 @@ class Robot(abc.ABC):
         return np.zeros(len(qpos), dtype=bool)
 
 
-class HalfCheetahRobot(Robot):
-    """HalfCheetah-v5: observations qpos[1:], qvel; reward terms forward velocity and control."""
+class PlanarRobot(Robot):
+    """The planar runners of Gymnasium's v5 envs (HalfCheetah, Hopper, Walker2d): observations
+    qpos[1:] and qvel (clipped for the hoppers), reward terms forward velocity, control cost and,
+    for those with a health check, a survival bonus; the episode ends when unhealthy."""
+
+    velocity_noise = "normal"  # how reset_model draws qvel: "normal" (scaled) or "uniform"
+    velocity_clip: float | None = None
 
     def reset_state(self, rng):
         env = self.env
         scale = env._reset_noise_scale
         qpos = env.init_qpos + rng.uniform(low=-scale, high=scale, size=env.model.nq)
-        qvel = env.init_qvel + scale * rng.standard_normal(env.model.nv)
+        if self.velocity_noise == "normal":
+            qvel = env.init_qvel + scale * rng.standard_normal(env.model.nv)
+        else:
+            qvel = env.init_qvel + rng.uniform(low=-scale, high=scale, size=env.model.nv)
         return qpos, qvel
 
     def observe(self, qpos, qvel):
+        if self.velocity_clip is not None:
+            qvel = np.clip(qvel, -self.velocity_clip, self.velocity_clip)
         return np.concatenate([qpos[:, 1:], qvel], axis=1)
+
+    def healthy(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray | None:
+        """Which envs are healthy (None: the robot has no health check)."""
+        return None
 
     def info(self, qpos_before, qpos, qvel, actions):
         env = self.env
         x_velocity = (qpos[:, 0] - qpos_before[:, 0]) / self.dt
-        return {
+        info = {
             "x_position": qpos[:, 0],
             "x_velocity": x_velocity,
             "reward_forward": env._forward_reward_weight * x_velocity,
             "reward_ctrl": -env._ctrl_cost_weight * np.sum(np.square(actions), axis=1),
         }
+        healthy = self.healthy(qpos, qvel)
+        if healthy is not None:
+            info["reward_survive"] = healthy * env._healthy_reward
+        return info
+
+    def unhealthy(self, qpos, qvel):
+        healthy = self.healthy(qpos, qvel)
+        if healthy is None or not self.env._terminate_when_unhealthy:
+            return super().unhealthy(qpos, qvel)
+        return ~healthy
 
 
-ROBOTS: dict[str, type[Robot]] = {"HalfCheetah-v5": HalfCheetahRobot}
+def _inside(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+    return (bounds[0] < values) & (values < bounds[1])
+
+
+class HalfCheetahRobot(PlanarRobot):
+    """HalfCheetah-v5: no health check, normal velocity noise, unclipped velocities."""
+
+
+class HopperRobot(PlanarRobot):
+    """Hopper-v5: healthy while the torso's height and angle, and every other state entry,
+    stay in their ranges."""
+
+    velocity_noise = "uniform"
+    velocity_clip = 10.0
+
+    def healthy(self, qpos, qvel):
+        env = self.env
+        state = np.concatenate([qpos, qvel], axis=1)[:, 2:]
+        return (
+            np.all(_inside(state, env._healthy_state_range), axis=1)
+            & _inside(qpos[:, 1], env._healthy_z_range)
+            & _inside(qpos[:, 2], env._healthy_angle_range)
+        )
+
+
+class Walker2dRobot(HopperRobot):
+    """Walker2d-v5: healthy while the torso's height and angle stay in their ranges."""
+
+    def healthy(self, qpos, qvel):
+        env = self.env
+        return _inside(qpos[:, 1], env._healthy_z_range) & _inside(
+            qpos[:, 2], env._healthy_angle_range
+        )
+
+
+ROBOTS: dict[str, type[Robot]] = {
+    "HalfCheetah-v5": HalfCheetahRobot,
+    "Hopper-v5": HopperRobot,
+    "Walker2d-v5": Walker2dRobot,
+}
 
 
 def env_reward(info: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray]) -> np.ndarray:
