@@ -93,3 +93,32 @@ def test_chunks_of_the_episodes_step_exactly_as_the_whole():
     parts = [run(np.arange(0, 4)), run(np.arange(4, 6))]
     for got, part in zip(whole, zip(*parts, strict=True), strict=True):
         np.testing.assert_array_equal(got, np.concatenate(part))
+
+
+def test_an_unstable_simulation_ends_its_own_episode_only():
+    family = mcrl.make_family("HalfCheetahVel", horizon=20)
+    policy = make_policy_for(family)
+    tasks = family.sample_tasks(2, seed=0)
+    params = perturbed_params(policy, 2)
+    sampler = mcrl.LocalSampler(family, policy, threads=1)
+    healthy = sampler.sample(tasks, params, 2, seed=0, iteration=0)
+    env = sampler.engine._env
+    step_envs, calls = env._step_envs, []
+
+    def poisoned(index, actions, reset):  # the 6th step of episode 1 (task 0) gets a NaN velocity
+        calls.append(1)
+        if len(calls) == 6:
+            env._datas[1].qvel[0] = np.nan
+        step_envs(index, actions, reset)
+
+    env._step_envs = poisoned
+    batches = sampler.sample(tasks, params, 2, seed=0, iteration=0)
+    assert sampler.pop_counters()["unstable_episodes"] == 1
+    cut = batches[0]
+    assert cut.mask[:, 1].sum() == 6 and cut.truncated[5, 1] and not cut.terminated.any()
+    for b in batches:
+        assert np.isfinite(b.observations).all() and np.isfinite(b.rewards).all()
+    # Every other episode is exactly what it was without the instability.
+    np.testing.assert_array_equal(cut.observations[:, 0], healthy[0].observations[:, 0])
+    np.testing.assert_array_equal(batches[1].rewards, healthy[1].rewards)
+    sampler.close()

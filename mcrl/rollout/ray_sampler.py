@@ -22,6 +22,7 @@ from mcrl.common.threads import configure_torch_threads
 from mcrl.rollout.episodes import EpisodeBatch
 from mcrl.rollout.ray_cluster import connect_ray
 from mcrl.rollout.sampler import (
+    UNSTABLE,
     EpisodeSlot,
     ParamSets,
     RolloutEngine,
@@ -101,7 +102,7 @@ class RaySampler:
             RolloutWorker
         )
         self.actors = [remote.remote(family, policy) for _ in range(wanted)]
-        self.counters = {"worker_restarts": 0, "chunks_resubmitted": 0}
+        self.counters = {"worker_restarts": 0, "chunks_resubmitted": 0, "unstable_episodes": 0}
         self.last_overhead_s = 0.0
 
     @property
@@ -133,6 +134,7 @@ class RaySampler:
         results = self._collect(chunks, run, tasks)
         arrays = {k: np.concatenate([r[0][k] for r in results], axis=1) for k in results[0][0]}
         self.last_overhead_s = (time.perf_counter() - start) - max(r[1] for r in results)
+        self.counters["unstable_episodes"] += int(arrays[UNSTABLE].sum())
         return assemble_batches(tasks, slots, arrays)
 
     def _collect(
@@ -215,7 +217,7 @@ class RaySampler:
         return results
 
     def pop_counters(self) -> dict[str, int]:
-        """Restarts and resubmissions since the last call."""
+        """Restarts, resubmissions and unstable episodes since the last call."""
         counts, self.counters = self.counters, dict.fromkeys(self.counters, 0)
         return counts
 

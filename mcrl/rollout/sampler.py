@@ -25,6 +25,10 @@ from mcrl.tasks import SerialTaskVectorEnv, Task, TaskFamily, TaskVectorEnv
 
 ParamSets = Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]]
 
+# The key of the engine's per-episode flag: the simulation became unstable and the episode was
+# cut short (counted in the metrics as ``unstable_episodes``).
+UNSTABLE = "unstable"
+
 # Envs stepped one by one are collected in groups of at most this many (cache-friendly).
 SERIAL_GROUP = 64
 
@@ -212,6 +216,7 @@ class RolloutEngine:
             "truncated": np.zeros((horizon, n), dtype=bool),
             "log_probs": np.zeros((horizon, n), dtype=np.float32),
             "mask": np.zeros((horizon, n), dtype=np.float32),
+            UNSTABLE: np.zeros((1, n), dtype=bool),  # the simulation became unstable
         }
         obs = env.reset(reset_seeds)
         active = np.ones(n, dtype=bool)
@@ -232,6 +237,8 @@ class RolloutEngine:
                 out["log_probs"][t][active] = logp[active]
                 out["mask"][t][active] = 1.0
                 obs, rewards, terminated, truncated = env.step(env_actions, active)
+                if env.unstable is not None:
+                    out[UNSTABLE][0] |= env.unstable & active
                 terminated &= active
                 truncated = (truncated | (t == horizon - 1)) & active & ~terminated
                 out["rewards"][t][active] = rewards[active]
@@ -249,9 +256,11 @@ class RolloutEngine:
 
 
 def assemble_batches(
-    tasks: Sequence[Task], slots: Sequence[EpisodeSlot], arrays: Mapping[str, np.ndarray]
+    tasks: Sequence[Task], slots: Sequence[EpisodeSlot], arrays: dict[str, np.ndarray]
 ) -> list[EpisodeBatch]:
-    """Split arrays over ``slots`` into one EpisodeBatch per task, episodes in index order."""
+    """Split arrays over ``slots`` into one EpisodeBatch per task, episodes in index order
+    (the per-episode ``unstable`` flags are left out: the samplers count them)."""
+    arrays = {k: v for k, v in arrays.items() if k != UNSTABLE}
     positions = np.array([s.task_position for s in slots])
     episodes = np.array([s.episode for s in slots])
     batches = []
@@ -278,6 +287,7 @@ class LocalSampler:
         self.engine = RolloutEngine(
             family, policy, native_vector=native_vector, max_envs=max_envs, threads=threads
         )
+        self.unstable_episodes = 0
 
     def sample(
         self,
@@ -298,11 +308,15 @@ class LocalSampler:
         check_sample_args(self.family, tasks, params, episodes_per_task)
         slots = episode_slots(len(tasks), episodes_per_task)
         arrays = self.engine.run(tasks, params, slots, seed=seed, iteration=iteration, phase=phase)
+        self.unstable_episodes += int(arrays[UNSTABLE].sum())
         return assemble_batches(tasks, slots, arrays)
 
     def pop_counters(self) -> dict[str, int]:
-        """Worker restarts and resubmitted chunks since the last call (none in-process)."""
-        return {"worker_restarts": 0, "chunks_resubmitted": 0}
+        """Episodes cut short by an unstable simulation since the last call, and worker restarts
+        and resubmitted chunks (none in-process)."""
+        counts = {"worker_restarts": 0, "chunks_resubmitted": 0}
+        counts["unstable_episodes"], self.unstable_episodes = self.unstable_episodes, 0
+        return counts
 
     def close(self) -> None:
         self.engine.close()

@@ -200,6 +200,8 @@ class MuJoCoVectorEnv(TaskVectorEnv):
         import mujoco
 
         self._models = self._models_for(self._probe, tasks)
+        # Less than a step's worth of simulated time: the clock was reset during the step.
+        self._clock = [(self.frame_skip - 0.5) * m.opt.timestep for m in self._models]
         while len(self._datas) < len(tasks):
             self._datas.append(mujoco.MjData(self._models[len(self._datas)]))
         # An MjData belongs to a model's sizes only; per-task models of one robot share them.
@@ -224,37 +226,48 @@ class MuJoCoVectorEnv(TaskVectorEnv):
             mujoco.mj_forward(model, data)
         return self.robot.observe(*self._state()).astype(np.float32)
 
-    def _step_envs(self, index: np.ndarray, actions: np.ndarray) -> None:
+    def _step_envs(self, index: np.ndarray, actions: np.ndarray, reset: list[int]) -> None:
+        """Step the envs in ``index``; append to ``reset`` those MuJoCo reset on the way (it
+        resets a simulation whose state became non-finite or huge, which its clock shows)."""
         import mujoco
 
-        models, datas, frame_skip = self._models, self._datas, self.frame_skip
+        models, datas, frame_skip, clock = self._models, self._datas, self.frame_skip, self._clock
         for k in index:
             data = datas[k]
+            before = data.time
             data.ctrl[:] = actions[k]
             mujoco.mj_step(models[k], data, nstep=frame_skip)
+            if data.time < before + clock[k]:
+                reset.append(k)
 
     def step(self, actions, active):
         actions = np.asarray(actions, dtype=np.float64)
         qpos_before, _ = self._state()
         index = np.flatnonzero(active)
+        reset: list[int] = []
         if self._pool is None or len(index) < 2 * self.threads:
-            self._step_envs(index, actions)
+            self._step_envs(index, actions, reset)
         else:
             for future in [
-                self._pool.submit(self._step_envs, chunk, actions)
+                self._pool.submit(self._step_envs, chunk, actions, reset)
                 for chunk in np.array_split(index, self.threads)
             ]:
                 future.result()
         qpos, qvel = self._state()
+        # An episode whose simulation MuJoCo had to reset ends here, truncated, without passing
+        # on the reset state or a NaN.
+        self.unstable = np.zeros(len(active), dtype=bool)
+        self.unstable[reset] = True
         info = self.robot.info(qpos_before, qpos, qvel, actions)
-        rewards = self._reward(info, self._params)
-        terminated = self.robot.unhealthy(qpos, qvel) & active
-        truncated = np.zeros_like(terminated)
+        rewards = np.where(self.unstable, 0.0, self._reward(info, self._params))
+        observations = self.robot.observe(qpos, qvel)
+        observations[self.unstable] = 0.0
+        terminated = self.robot.unhealthy(qpos, qvel) & active & ~self.unstable
         return (
-            self.robot.observe(qpos, qvel).astype(np.float32),
+            observations.astype(np.float32),
             rewards.astype(np.float32),
             terminated,
-            truncated,
+            self.unstable.copy(),
         )
 
     def close(self) -> None:

@@ -30,6 +30,9 @@ class TaskVectorEnv(abc.ABC):
 
     observation_space: gym.Space
     action_space: gym.Space
+    unstable: np.ndarray | None = None
+    """After :meth:`step`, which envs' simulations became unstable (their episodes end as
+    truncated; None where an env cannot tell)."""
 
     @property
     @abc.abstractmethod
