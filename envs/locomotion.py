@@ -148,9 +148,7 @@ class AntDir(GoalLocomotion):
     def reward(info, params):
         a = params["angle"]
         return (
-            info["x_velocity"] * math.cos(a)
-            + info["y_velocity"] * math.sin(a)
-            + _ant_penalties(info)
+            info["x_velocity"] * np.cos(a) + info["y_velocity"] * np.sin(a) + _ant_penalties(info)
         )
 
 
@@ -171,8 +169,6 @@ class AntGoal(GoalLocomotion):
 
     @staticmethod
     def reward(info, params):
-        goal = params["goal_radius"] * np.array(
-            [math.cos(params["goal_angle"]), math.sin(params["goal_angle"])]
-        )
-        position = np.array([info["x_position"], info["y_position"]])
-        return -float(np.linalg.norm(position - goal)) + _ant_penalties(info)
+        dx = info["x_position"] - params["goal_radius"] * np.cos(params["goal_angle"])
+        dy = info["y_position"] - params["goal_radius"] * np.sin(params["goal_angle"])
+        return -np.sqrt(dx * dx + dy * dy) + _ant_penalties(info)

@@ -12,15 +12,7 @@
 # every run uses the in-process sampler.
 set -uo pipefail
 OUT=${OUT:-experiments/results/gpu}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-# mcrl and its families (envs/ imports as mcrl_envs) without installing the package.
-mkdir -p /tmp/mcrl-src && ln -sfn "$PWD/mcrl" /tmp/mcrl-src/mcrl && ln -sfn "$PWD/envs" /tmp/mcrl-src/mcrl_envs
-export PYTHONPATH=/tmp/mcrl-src:$PWD${PYTHONPATH:+:$PYTHONPATH}
+source experiments/device_env.sh
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, platform; print('torch', torch.__version__, 'python', platform.python_version(), 'cpus', __import__('os').cpu_count())" | tee -a "$OUT/gpu.txt"

@@ -10,7 +10,15 @@ import mcrl
 from tests.conftest import make_policy_for, perturbed_params
 from tests.test_sampler import assert_same_batches
 
-NATIVE = ["HalfCheetahVel", "HalfCheetahDir", "HalfCheetahParams", "HopperParams", "Walker2dParams"]
+NATIVE = [
+    "HalfCheetahVel",
+    "HalfCheetahDir",
+    "HalfCheetahParams",
+    "HopperParams",
+    "Walker2dParams",
+    "AntDir",
+    "AntGoal",
+]
 
 
 @pytest.mark.parametrize("name", NATIVE)
@@ -34,7 +42,7 @@ def test_whole_episodes_equal_gymnasiums_for_several_tasks(name):
     assert_same_batches(native, gymnasium)
     for b in native:  # every episode ends once, at the horizon or when the robot falls
         assert np.array_equal((b.terminated | b.truncated).sum(axis=0), np.ones(3))
-    if name in ("HopperParams", "Walker2dParams"):  # the health checks were compared too
+    if name in ("HopperParams", "Walker2dParams", "AntDir", "AntGoal"):  # health checks too
         assert any(b.terminated.any() for b in native)
 
 

@@ -62,12 +62,13 @@ def test_auto_backend_is_ray_when_an_address_is_given(monkeypatch):
 
 def test_auto_backend_spreads_one_env_per_episode_families_over_cpus(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    hopper = mcrl.make_family("HopperParams")  # no native vector env (yet)
-    assert not hopper.has_native_vector_env
+    # A user's family over an env mcrl has no native version of (every shipped one has).
+    family = mcrl.GymFamily(env_id="Pendulum-v1", params={"g": mcrl.EnvParam(8.0, 12.0)})
+    assert not family.has_native_vector_env
     monkeypatch.setattr(build, "available_cpus", lambda: 4)
-    assert build.resolve_backend(SamplerConfig(), hopper)[0] == "ray"
+    assert build.resolve_backend(SamplerConfig(), family)[0] == "ray"
     monkeypatch.setattr(build, "available_cpus", lambda: 1)
-    assert build.resolve_backend(SamplerConfig(), hopper)[0] == "local"
+    assert build.resolve_backend(SamplerConfig(), family)[0] == "local"
 
 
 def test_the_run_records_the_backend_auto_chose(tmp_path, monkeypatch):

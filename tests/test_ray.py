@@ -88,7 +88,11 @@ def test_a_worker_killed_mid_phase_costs_time_not_episodes(make_ray_sampler, tmp
         tasks, params, 3, seed=1, iteration=0
     )
     assert_same_batches(expected, batches)
-    assert sampler.pop_counters() == {"worker_restarts": 0, "chunks_resubmitted": 0}
+    assert sampler.pop_counters() == {
+        "worker_restarts": 0,
+        "chunks_resubmitted": 0,
+        "unstable_episodes": 0,
+    }
 
 
 def test_an_env_that_always_fails_stops_with_the_family_and_task(make_ray_sampler):

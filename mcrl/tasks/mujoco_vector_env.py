@@ -28,78 +28,101 @@ from mcrl.tasks.vector_env import TaskVectorEnv
 RewardFn = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], np.ndarray]
 
 
+State = dict[str, np.ndarray]
+
+
 class Robot(abc.ABC):
-    """What one of Gymnasium's v5 MuJoCo envs computes around ``mj_step``, as arrays over envs."""
+    """What one of Gymnasium's v5 MuJoCo envs computes around ``mj_step``, as arrays over envs.
+
+    :meth:`read` gathers what the robot needs from every env's ``MjData`` (``qpos`` and
+    ``qvel`` by default) into a :data:`State` of arrays ``[n, ...]``; the other methods compute
+    from such states.
+    """
+
+    contact_forces = False
+    """Whether the env calls ``mj_rnePostConstraint`` after stepping (for ``cfrc_ext``)."""
 
     def __init__(self, env: gym.Env):
         self.env = env.unwrapped
         self.dt = float(self.env.dt)
+
+    def read(self, datas: Sequence[Any]) -> State:
+        return {
+            "qpos": np.stack([d.qpos for d in datas]),
+            "qvel": np.stack([d.qvel for d in datas]),
+        }
 
     @abc.abstractmethod
     def reset_state(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """qpos and qvel after a reset, drawing from ``rng`` exactly as the env's reset_model."""
 
     @abc.abstractmethod
-    def observe(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
-        """Observations ``[n, obs_dim]`` from ``qpos [n, nq]`` and ``qvel [n, nv]``."""
+    def observe(self, state: State) -> np.ndarray:
+        """Observations ``[n, obs_dim]``."""
 
     @abc.abstractmethod
-    def info(
-        self, qpos_before: np.ndarray, qpos: np.ndarray, qvel: np.ndarray, actions: np.ndarray
-    ) -> dict[str, np.ndarray]:
+    def info(self, before: State, after: State, actions: np.ndarray) -> dict[str, np.ndarray]:
         """The env's ``info`` after a step, each entry ``[n]`` (reward terms as ``reward_*``)."""
 
-    def unhealthy(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
-        """Which envs terminate (robots without a health check never do)."""
-        return np.zeros(len(qpos), dtype=bool)
+    def healthy(self, state: State) -> np.ndarray | None:
+        """Which envs are healthy (None: the robot has no health check)."""
+        return None
 
+    def unhealthy(self, state: State) -> np.ndarray:
+        """Which envs terminate: unhealthy ones, where the env terminates them."""
+        healthy = self.healthy(state)
+        if healthy is None or not self.env._terminate_when_unhealthy:
+            return np.zeros(len(state["qpos"]), dtype=bool)
+        return ~healthy
 
-class PlanarRobot(Robot):
-    """The planar runners of Gymnasium's v5 envs (HalfCheetah, Hopper, Walker2d): observations
-    qpos[1:] and qvel (clipped for the hoppers), reward terms forward velocity, control cost and,
-    for those with a health check, a survival bonus; the episode ends when unhealthy."""
-
-    velocity_noise = "normal"  # how reset_model draws qvel: "normal" (scaled) or "uniform"
-    velocity_clip: float | None = None
-
-    def reset_state(self, rng):
+    def reset_noise(self, rng: np.random.Generator, velocity: str) -> tuple[np.ndarray, np.ndarray]:
+        """Gymnasium's reset: uniform noise on qpos, then ``normal`` (scaled) or ``uniform``
+        noise on qvel, drawn in that order."""
         env = self.env
         scale = env._reset_noise_scale
         qpos = env.init_qpos + rng.uniform(low=-scale, high=scale, size=env.model.nq)
-        if self.velocity_noise == "normal":
+        if velocity == "normal":
             qvel = env.init_qvel + scale * rng.standard_normal(env.model.nv)
         else:
             qvel = env.init_qvel + rng.uniform(low=-scale, high=scale, size=env.model.nv)
         return qpos, qvel
 
-    def observe(self, qpos, qvel):
-        if self.velocity_clip is not None:
-            qvel = np.clip(qvel, -self.velocity_clip, self.velocity_clip)
-        return np.concatenate([qpos[:, 1:], qvel], axis=1)
-
-    def healthy(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray | None:
-        """Which envs are healthy (None: the robot has no health check)."""
-        return None
-
-    def info(self, qpos_before, qpos, qvel, actions):
+    def common_terms(self, velocity: np.ndarray, healthy: np.ndarray | None, actions) -> State:
+        """The reward terms the runners share: forward velocity, control cost, survival."""
         env = self.env
-        x_velocity = (qpos[:, 0] - qpos_before[:, 0]) / self.dt
-        info = {
-            "x_position": qpos[:, 0],
-            "x_velocity": x_velocity,
-            "reward_forward": env._forward_reward_weight * x_velocity,
+        terms = {
+            "reward_forward": env._forward_reward_weight * velocity,
             "reward_ctrl": -env._ctrl_cost_weight * np.sum(np.square(actions), axis=1),
         }
-        healthy = self.healthy(qpos, qvel)
         if healthy is not None:
-            info["reward_survive"] = healthy * env._healthy_reward
-        return info
+            terms["reward_survive"] = healthy * env._healthy_reward
+        return terms
 
-    def unhealthy(self, qpos, qvel):
-        healthy = self.healthy(qpos, qvel)
-        if healthy is None or not self.env._terminate_when_unhealthy:
-            return super().unhealthy(qpos, qvel)
-        return ~healthy
+
+class PlanarRobot(Robot):
+    """The planar runners of Gymnasium's v5 envs (HalfCheetah, Hopper, Walker2d): observations
+    qpos[1:] and qvel (clipped for the hoppers), reward terms forward velocity, control cost and,
+    for those with a health check, a survival bonus."""
+
+    velocity_noise = "normal"  # how reset_model draws qvel: "normal" (scaled) or "uniform"
+    velocity_clip: float | None = None
+
+    def reset_state(self, rng):
+        return self.reset_noise(rng, self.velocity_noise)
+
+    def observe(self, state):
+        qvel = state["qvel"]
+        if self.velocity_clip is not None:
+            qvel = np.clip(qvel, -self.velocity_clip, self.velocity_clip)
+        return np.concatenate([state["qpos"][:, 1:], qvel], axis=1)
+
+    def info(self, before, after, actions):
+        x_velocity = (after["qpos"][:, 0] - before["qpos"][:, 0]) / self.dt
+        return {
+            "x_position": after["qpos"][:, 0],
+            "x_velocity": x_velocity,
+            **self.common_terms(x_velocity, self.healthy(after), actions),
+        }
 
 
 def _inside(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
@@ -117,11 +140,11 @@ class HopperRobot(PlanarRobot):
     velocity_noise = "uniform"
     velocity_clip = 10.0
 
-    def healthy(self, qpos, qvel):
-        env = self.env
-        state = np.concatenate([qpos, qvel], axis=1)[:, 2:]
+    def healthy(self, state):
+        env, qpos = self.env, state["qpos"]
+        rest = np.concatenate([qpos, state["qvel"]], axis=1)[:, 2:]
         return (
-            np.all(_inside(state, env._healthy_state_range), axis=1)
+            np.all(_inside(rest, env._healthy_state_range), axis=1)
             & _inside(qpos[:, 1], env._healthy_z_range)
             & _inside(qpos[:, 2], env._healthy_angle_range)
         )
@@ -130,17 +153,62 @@ class HopperRobot(PlanarRobot):
 class Walker2dRobot(HopperRobot):
     """Walker2d-v5: healthy while the torso's height and angle stay in their ranges."""
 
-    def healthy(self, qpos, qvel):
-        env = self.env
+    def healthy(self, state):
+        env, qpos = self.env, state["qpos"]
         return _inside(qpos[:, 1], env._healthy_z_range) & _inside(
             qpos[:, 2], env._healthy_angle_range
         )
+
+
+class AntRobot(Robot):
+    """Ant-v5 (without contact forces in the observation): observations qpos[2:], qvel; the
+    torso's planar velocity from its body position; a contact cost from the clipped external
+    forces; healthy while the state is finite and the torso's height in range (inclusive)."""
+
+    contact_forces = True
+
+    def read(self, datas):
+        body = self.env._main_body
+        return super().read(datas) | {
+            "xy": np.stack([d.xpos[body, :2] for d in datas]),
+            "cfrc_ext": np.stack([d.cfrc_ext for d in datas]),
+        }
+
+    def reset_state(self, rng):
+        return self.reset_noise(rng, "normal")
+
+    def observe(self, state):
+        if self.env._include_cfrc_ext_in_observation:
+            raise ValueError("the native Ant env leaves contact forces out of the observation")
+        return np.concatenate([state["qpos"][:, 2:], state["qvel"]], axis=1)
+
+    def healthy(self, state):
+        qpos = state["qpos"]
+        finite = np.isfinite(qpos).all(axis=1) & np.isfinite(state["qvel"]).all(axis=1)
+        low, high = self.env._healthy_z_range
+        return finite & (low <= qpos[:, 2]) & (qpos[:, 2] <= high)
+
+    def info(self, before, after, actions):
+        env = self.env
+        velocity = (after["xy"] - before["xy"]) / self.dt
+        forces = np.clip(after["cfrc_ext"], *env._contact_force_range)
+        qpos = after["qpos"]
+        return {
+            "x_position": qpos[:, 0],
+            "y_position": qpos[:, 1],
+            "distance_from_origin": np.linalg.norm(qpos[:, :2], axis=1),
+            "x_velocity": velocity[:, 0],
+            "y_velocity": velocity[:, 1],
+            **self.common_terms(velocity[:, 0], self.healthy(after), actions),
+            "reward_contact": -env._contact_cost_weight * np.sum(np.square(forces), axis=(1, 2)),
+        }
 
 
 ROBOTS: dict[str, type[Robot]] = {
     "HalfCheetah-v5": HalfCheetahRobot,
     "Hopper-v5": HopperRobot,
     "Walker2d-v5": Walker2dRobot,
+    "Ant-v5": AntRobot,
 }
 
 
@@ -210,9 +278,8 @@ class MuJoCoVectorEnv(TaskVectorEnv):
             for name in (tasks[0].params if tasks else {})
         }
 
-    def _state(self) -> tuple[np.ndarray, np.ndarray]:
-        datas = self._datas[: self.num_envs]
-        return np.stack([d.qpos for d in datas]), np.stack([d.qvel for d in datas])
+    def _state(self) -> State:
+        return self.robot.read(self._datas[: self.num_envs])
 
     def reset(self, seeds: Sequence[int]) -> np.ndarray:
         import mujoco
@@ -224,7 +291,7 @@ class MuJoCoVectorEnv(TaskVectorEnv):
             data.qpos[:] = qpos
             data.qvel[:] = qvel
             mujoco.mj_forward(model, data)
-        return self.robot.observe(*self._state()).astype(np.float32)
+        return self.robot.observe(self._state()).astype(np.float32)
 
     def _step_envs(self, index: np.ndarray, actions: np.ndarray, reset: list[int]) -> None:
         """Step the envs in ``index``; append to ``reset`` those MuJoCo reset on the way (it
@@ -232,17 +299,20 @@ class MuJoCoVectorEnv(TaskVectorEnv):
         import mujoco
 
         models, datas, frame_skip, clock = self._models, self._datas, self.frame_skip, self._clock
+        contact_forces = self.robot.contact_forces
         for k in index:
             data = datas[k]
             before = data.time
             data.ctrl[:] = actions[k]
             mujoco.mj_step(models[k], data, nstep=frame_skip)
+            if contact_forces:
+                mujoco.mj_rnePostConstraint(models[k], data)
             if data.time < before + clock[k]:
                 reset.append(k)
 
     def step(self, actions, active):
         actions = np.asarray(actions, dtype=np.float64)
-        qpos_before, _ = self._state()
+        before = self._state()
         index = np.flatnonzero(active)
         reset: list[int] = []
         if self._pool is None or len(index) < 2 * self.threads:
@@ -253,16 +323,16 @@ class MuJoCoVectorEnv(TaskVectorEnv):
                 for chunk in np.array_split(index, self.threads)
             ]:
                 future.result()
-        qpos, qvel = self._state()
+        after = self._state()
         # An episode whose simulation MuJoCo had to reset ends here, truncated, without passing
         # on the reset state or a NaN.
         self.unstable = np.zeros(len(active), dtype=bool)
         self.unstable[reset] = True
-        info = self.robot.info(qpos_before, qpos, qvel, actions)
+        info = self.robot.info(before, after, actions)
         rewards = np.where(self.unstable, 0.0, self._reward(info, self._params))
-        observations = self.robot.observe(qpos, qvel)
+        observations = self.robot.observe(after)
         observations[self.unstable] = 0.0
-        terminated = self.robot.unhealthy(qpos, qvel) & active & ~self.unstable
+        terminated = self.robot.unhealthy(after) & active & ~self.unstable
         return (
             observations.astype(np.float32),
             rewards.astype(np.float32),
