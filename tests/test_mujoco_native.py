@@ -130,3 +130,22 @@ def test_an_unstable_simulation_ends_its_own_episode_only():
     np.testing.assert_array_equal(cut.observations[:, 0], healthy[0].observations[:, 0])
     np.testing.assert_array_equal(batches[1].rewards, healthy[1].rewards)
     sampler.close()
+
+
+def test_a_declared_family_is_native_only_as_gymnasium_configures_the_robot():
+    params = {"m": mcrl.EnvParam(0.5, 2.0, target="model.body_mass", scale=True, log=True)}
+    assert mcrl.GymFamily(env_id="Hopper-v5", params=params).has_native_vector_env
+    custom = mcrl.GymFamily(
+        env_id="Hopper-v5",
+        params=params,
+        env_kwargs={"exclude_current_positions_from_observation": False},
+    )
+    assert not custom.has_native_vector_env  # its observation differs: the generic path
+    batches = mcrl.LocalSampler(custom, make_policy_for(custom)).sample(
+        custom.sample_tasks(1, seed=0),
+        perturbed_params(make_policy_for(custom), 1),
+        1,
+        seed=0,
+        iteration=0,
+    )
+    assert batches[0].observations.shape[-1] == 12  # x included

@@ -189,9 +189,14 @@ class GymFamily(TaskFamily):
     def has_native_vector_env(self) -> bool:
         if type(self).make_vector_env is not GymFamily.make_vector_env:
             return True
-        return self.env_id in ROBOTS and all(
-            p.setter is None and (p.target or name).startswith("model.")
-            for name, p in self.params.items()
+        # A known robot with Gymnasium's default arguments, whose tasks only write model fields.
+        return (
+            self.env_id in ROBOTS
+            and not self.env_kwargs
+            and all(
+                p.setter is None and (p.target or name).startswith("model.")
+                for name, p in self.params.items()
+            )
         )
 
     def make_vector_env(self, tasks: Sequence[Task]) -> TaskVectorEnv:

@@ -46,6 +46,11 @@ class Robot(abc.ABC):
         self.env = env.unwrapped
         self.dt = float(self.env.dt)
 
+    @classmethod
+    def supports(cls, env: gym.Env) -> bool:
+        """Whether the env is configured as this robot computes it (its default observation)."""
+        return bool(getattr(env.unwrapped, "_exclude_current_positions_from_observation", False))
+
     def read(self, datas: Sequence[Any]) -> State:
         return {
             "qpos": np.stack([d.qpos for d in datas]),
@@ -167,6 +172,15 @@ class AntRobot(Robot):
 
     contact_forces = True
 
+    @classmethod
+    def supports(cls, env):
+        unwrapped = env.unwrapped
+        return (
+            super().supports(env)
+            and not unwrapped._include_cfrc_ext_in_observation
+            and unwrapped._main_body == 1
+        )
+
     def read(self, datas):
         body = self.env._main_body
         return super().read(datas) | {
@@ -178,8 +192,6 @@ class AntRobot(Robot):
         return self.reset_noise(rng, "normal")
 
     def observe(self, state):
-        if self.env._include_cfrc_ext_in_observation:
-            raise ValueError("the native Ant env leaves contact forces out of the observation")
         return np.concatenate([state["qpos"][:, 2:], state["qvel"]], axis=1)
 
     def healthy(self, state):
@@ -239,8 +251,11 @@ class MuJoCoVectorEnv(TaskVectorEnv):
         self._probe = make_env()
         unwrapped = self._probe.unwrapped
         env_id = self._probe.spec.id if self._probe.spec is not None else ""
-        if env_id not in ROBOTS:
-            raise ValueError(f"no native vectorised env for {env_id!r}; known: {sorted(ROBOTS)}")
+        if env_id not in ROBOTS or not ROBOTS[env_id].supports(self._probe):
+            raise ValueError(
+                f"no native vectorised env for {env_id!r} with these arguments; native robots "
+                f"(default observations): {sorted(ROBOTS)}"
+            )
         self.robot = ROBOTS[env_id](self._probe)
         self.observation_space = self._probe.observation_space
         self.action_space = self._probe.action_space
