@@ -306,7 +306,8 @@ class MuJoCoVectorEnv(TaskVectorEnv):
             data.qpos[:] = qpos
             data.qvel[:] = qvel
             mujoco.mj_forward(model, data)
-        return self.robot.observe(self._state()).astype(np.float32)
+        self._last = self._state()  # the next step's "before"
+        return self.robot.observe(self._last).astype(np.float32)
 
     def _step_envs(self, index: np.ndarray, actions: np.ndarray, reset: list[int]) -> None:
         """Step the envs in ``index``; append to ``reset`` those MuJoCo reset on the way (it
@@ -327,7 +328,7 @@ class MuJoCoVectorEnv(TaskVectorEnv):
 
     def step(self, actions, active):
         actions = np.asarray(actions, dtype=np.float64)
-        before = self._state()
+        before = self._last
         index = np.flatnonzero(active)
         reset: list[int] = []
         if self._pool is None or len(index) < 2 * self.threads:
@@ -338,7 +339,7 @@ class MuJoCoVectorEnv(TaskVectorEnv):
                 for chunk in np.array_split(index, self.threads)
             ]:
                 future.result()
-        after = self._state()
+        after = self._last = self._state()
         # An episode whose simulation MuJoCo had to reset ends here, truncated, without passing
         # on the reset state or a NaN.
         self.unstable = np.zeros(len(active), dtype=bool)
