@@ -285,9 +285,9 @@ class MuJoCoVectorEnv(TaskVectorEnv):
         self._models = self._models_for(self._probe, tasks)
         # Less than a step's worth of simulated time: the clock was reset during the step.
         self._clock = [(self.frame_skip - 0.5) * m.opt.timestep for m in self._models]
+        # An MjData depends on its model's sizes only, which per-task copies share: reused.
         while len(self._datas) < len(tasks):
             self._datas.append(mujoco.MjData(self._models[len(self._datas)]))
-        # An MjData belongs to a model's sizes only; per-task models of one robot share them.
         self._params = {
             name: np.array([t.params[name] for t in tasks])
             for name in (tasks[0].params if tasks else {})
