@@ -24,6 +24,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from mcrl.common.config import TrainConfig, from_dict  # noqa: E402
+from mcrl.meta.curvature import Curvature  # noqa: E402
+from mcrl.meta.learner import curvature_for  # noqa: E402
 from mcrl.training.checkpoints import load_checkpoint  # noqa: E402
 
 DPI = 120
@@ -108,9 +111,9 @@ def plot_affinity(npz_path: Path, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_curvature(kind: str, state: dict[str, torch.Tensor], path: Path) -> Path:
-    if kind == "diagonal":
-        scales = torch.cat([v.flatten() for v in state.values()]).numpy()
+def plot_curvature(curvature: Curvature, path: Path) -> Path:
+    if curvature.kind == "diagonal":
+        scales = torch.cat([p.detach().flatten() for p in curvature.scales.values()]).numpy()
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.hist(scales, bins=50)
         ax.axvline(1.0, color="black", linestyle="--", label="identity (MAML)")
@@ -119,14 +122,16 @@ def plot_curvature(kind: str, state: dict[str, torch.Tensor], path: Path) -> Pat
         ax.legend()
         ax.set_title("diagonal curvature (Meta-SGD)")
         return _save(fig, path)
-    factors = sorted(k.split(".", 1)[1] for k in state if k.startswith("out_factors."))
+    # "out.<name>", "in.<name>": the matrices M, whether C holds them or their roots.
+    factors = {key: m.detach() for key, m in curvature.factors().items()}
+    names = sorted({key.split(".", 1)[1] for key in factors})
     fig, axes = plt.subplots(
-        2, len(factors), figsize=(3.2 * len(factors), 5.5), squeeze=False, sharey="row"
+        2, len(names), figsize=(3.2 * len(names), 5.5), squeeze=False, sharey="row"
     )
-    for column, name in enumerate(factors):
+    for column, name in enumerate(names):
         for row, side in enumerate(("out", "in")):
-            matrix = state[f"{side}_factors.{name}"]
-            eigenvalues = np.sort(torch.linalg.eigvals(matrix).real.numpy())[::-1]
+            eigenvalues = np.sort(torch.linalg.eigvals(factors[f"{side}.{name}"]).real.numpy())
+            eigenvalues = eigenvalues[::-1]
             ax = axes[row][column]
             ax.plot(eigenvalues, marker=".", label="learned")
             ax.axhline(1.0, color="black", linestyle="--", label="identity")
@@ -167,5 +172,8 @@ def plot_run(
     if kind == "identity":
         skipped.append("curvature.png: the run's curvature is 'identity' (MAML): nothing learned")
     else:
-        written.append(plot_curvature(kind, state["learner"]["curvature"], out / "curvature.png"))
+        config = from_dict(TrainConfig, state["config"])
+        curvature = curvature_for(config, state["learner"]["policy"])
+        curvature.load_state_dict(state["learner"]["curvature"])
+        written.append(plot_curvature(curvature, out / "curvature.png"))
     return written, skipped

@@ -138,6 +138,12 @@ class TrainConfig:
     """Policy-gradient estimator of the inner loss (design §3)."""
     curvature: Literal["identity", "diagonal", "kronecker"] = "kronecker"
     """C: ``identity`` (MAML), ``diagonal`` (Meta-SGD) or ``kronecker`` (Meta-Curvature)."""
+    curvature_parametrization: Literal["free", "pd"] = "free"
+    """Kronecker factors as free matrices, or positive definite (M = L·Lᵀ + 0.01·I, starting
+    at I): every adaptation step is then a descent direction."""
+    learn_inner_lr: bool = False
+    """Learn one step size per inner step, α_k = inner_lr·exp(s_k) with s_k starting at 0,
+    updated with C (MAML++); adapting beyond ``inner_steps`` reuses the last one."""
     meta_lr: float = positive(1e-3)
     """Adam step size of the θ-step."""
     curvature_lr: float = positive(1e-3)

@@ -7,7 +7,12 @@ dimension) to a dict of preconditioned gradients of the same shapes:
 - ``diagonal``: C(g) = c ⊙ g, c initialised to 1 (Meta-SGD).
 - ``kronecker``: C(G) = M_out · G · M_in for a weight matrix G [out, in], c ⊙ g for vectors
   (Park & Oliva 2019). All factors start at the identity, so at initialisation it is MAML.
-  The full Kronecker product M_in ⊗ M_out is never built.
+  The full Kronecker product M_in ⊗ M_out is never built. ``positive_definite`` parametrises
+  each factor as M = L·Lᵀ + εI (L starts at √(1−ε)·I, so M starts at I): every adaptation
+  step is then a descent direction, whatever the updates do to L.
+
+Every kind can also learn one step size per inner step (``learn_step_sizes``, MAML++):
+α_k = inner_lr · exp(s_k), s_k starting at 0; steps beyond the last learned one reuse it.
 """
 
 from __future__ import annotations
@@ -31,33 +36,52 @@ class Curvature(nn.Module, abc.ABC):
 
     kind: str
 
-    def __init__(self, shapes: Mapping[str, torch.Size]):
+    def __init__(
+        self, shapes: Mapping[str, torch.Size], *, steps: int = 1, learn_step_sizes: bool = False
+    ):
         super().__init__()
         self.shapes = {name: torch.Size(shape) for name, shape in shapes.items()}
+        if learn_step_sizes:
+            self.log_step_scales = nn.Parameter(torch.zeros(steps))
 
     @abc.abstractmethod
     def forward(self, grads: Mapping[str, Tensor]) -> dict[str, Tensor]: ...
 
+    def step_scale(self, step: int) -> Tensor | float:
+        """The learned multiplier of inner step ``step`` (1 when step sizes are not learned);
+        steps past the last learned one reuse it."""
+        scales = getattr(self, "log_step_scales", None)
+        if scales is None:
+            return 1.0
+        return torch.exp(scales[min(step, len(scales) - 1)])
+
+    def factors(self) -> dict[str, Tensor]:
+        """The matrices C multiplies gradients by, by parameter name (Kronecker factors)."""
+        return {}
+
     def stats(self) -> dict[str, float]:
         """Summary numbers for the metrics: how far C has moved from the identity."""
-        params = {name: p.detach() for name, p in self.named_parameters()}
-        if not params:
-            return {"curvature_rms_from_identity": 0.0, "curvature_mean_diagonal": 1.0}
         with torch.no_grad():
-            deviations, diagonals = [], []
-            for name, p in params.items():
-                if name.startswith(("out_factors.", "in_factors.")):  # Kronecker factor matrices
-                    deviations.append(
-                        (p - torch.eye(p.shape[0], device=p.device)).norm() / p.numel() ** 0.5
-                    )
-                    diagonals.append(p.diagonal())
-                else:  # element-wise scales
-                    deviations.append((p - 1).norm() / p.numel() ** 0.5)
-                    diagonals.append(p.flatten())
-        return {
-            "curvature_rms_from_identity": float(torch.stack(deviations).mean()),
-            "curvature_mean_diagonal": float(torch.cat(diagonals).mean()),
-        }
+            matrices = list(self.factors().values())
+            scales = [
+                p.detach() for name, p in self.named_parameters() if name.startswith("scales.")
+            ]
+            deviations = [
+                (m - torch.eye(m.shape[0], device=m.device)).norm() / m.numel() ** 0.5
+                for m in matrices
+            ] + [(c - 1).norm() / c.numel() ** 0.5 for c in scales]
+            diagonals = [m.diagonal() for m in matrices] + [c.flatten() for c in scales]
+            stats = {
+                "curvature_rms_from_identity": float(torch.stack(deviations).mean())
+                if deviations
+                else 0.0,
+                "curvature_mean_diagonal": float(torch.cat(diagonals).mean()) if diagonals else 1.0,
+            }
+            scales_per_step = getattr(self, "log_step_scales", None)
+            if scales_per_step is not None:
+                for k, s in enumerate(torch.exp(scales_per_step.detach()).tolist()):
+                    stats[f"inner_lr_scale_{k + 1}"] = s
+        return stats
 
 
 class IdentityCurvature(Curvature):
@@ -70,8 +94,8 @@ class IdentityCurvature(Curvature):
 class DiagonalCurvature(Curvature):
     kind = "diagonal"
 
-    def __init__(self, shapes):
-        super().__init__(shapes)
+    def __init__(self, shapes, **kwargs):
+        super().__init__(shapes, **kwargs)
         self.scales = nn.ParameterDict(
             {_key(n): nn.Parameter(torch.ones(s)) for n, s in self.shapes.items()}
         )
@@ -83,31 +107,69 @@ class DiagonalCurvature(Curvature):
 class KroneckerCurvature(Curvature):
     kind = "kronecker"
 
-    def __init__(self, shapes):
-        super().__init__(shapes)
-        self.out_factors = nn.ParameterDict()
-        self.in_factors = nn.ParameterDict()
+    def __init__(self, shapes, *, positive_definite: bool = False, epsilon: float = 0.01, **kwargs):
+        super().__init__(shapes, **kwargs)
+        self.positive_definite = positive_definite
+        self.epsilon = epsilon
+        # Free factors M are parameters themselves (``out_factors``, ``in_factors``); positive-
+        # definite ones are M = L·Lᵀ + εI with L the parameter (``out_roots``, ``in_roots``), so
+        # a checkpoint's keys say which it holds.
+        self._side = "roots" if positive_definite else "factors"
+        start = (1 - epsilon) ** 0.5 if positive_definite else 1.0
+        self.add_module(f"out_{self._side}", nn.ParameterDict())
+        self.add_module(f"in_{self._side}", nn.ParameterDict())
         self.scales = nn.ParameterDict()
         for name, shape in self.shapes.items():
             if len(shape) == 2:
-                self.out_factors[_key(name)] = nn.Parameter(torch.eye(shape[0]))
-                self.in_factors[_key(name)] = nn.Parameter(torch.eye(shape[1]))
+                self.out_params[_key(name)] = nn.Parameter(start * torch.eye(shape[0]))
+                self.in_params[_key(name)] = nn.Parameter(start * torch.eye(shape[1]))
             else:
                 self.scales[_key(name)] = nn.Parameter(torch.ones(shape))
+
+    @property
+    def out_params(self) -> nn.ParameterDict:
+        return getattr(self, f"out_{self._side}")
+
+    @property
+    def in_params(self) -> nn.ParameterDict:
+        return getattr(self, f"in_{self._side}")
+
+    def _matrix(self, p: Tensor) -> Tensor:
+        if not self.positive_definite:
+            return p
+        return p @ p.mT + self.epsilon * torch.eye(p.shape[0], dtype=p.dtype, device=p.device)
+
+    def factors(self):
+        out = {}
+        for key in self.out_params:
+            out[f"out.{key}"] = self._matrix(self.out_params[key])
+            out[f"in.{key}"] = self._matrix(self.in_params[key])
+        return out
 
     def forward(self, grads):
         out = {}
         for name, g in grads.items():
             key = _key(name)
-            if key in self.out_factors:
-                out[name] = self.out_factors[key] @ g @ self.in_factors[key]
+            if key in self.out_params:
+                m_out = self._matrix(self.out_params[key])
+                m_in = self._matrix(self.in_params[key])
+                out[name] = m_out @ g @ m_in
             else:
                 out[name] = self.scales[key] * g
         return out
 
 
-def make_curvature(kind: str, params: Mapping[str, Tensor]) -> Curvature:
-    """The curvature of ``kind`` for parameters shaped like ``params`` (θ's dict)."""
+def make_curvature(
+    kind: str,
+    params: Mapping[str, Tensor],
+    *,
+    steps: int = 1,
+    learn_step_sizes: bool = False,
+    positive_definite: bool = False,
+) -> Curvature:
+    """The curvature of ``kind`` for parameters shaped like ``params`` (θ's dict); with
+    ``learn_step_sizes``, one learned step size per inner step (``steps`` of them);
+    ``positive_definite`` applies to Kronecker factors."""
     classes = {
         "identity": IdentityCurvature,
         "diagonal": DiagonalCurvature,
@@ -115,12 +177,21 @@ def make_curvature(kind: str, params: Mapping[str, Tensor]) -> Curvature:
     }
     if kind not in classes:
         raise ValueError(f"curvature must be one of {', '.join(CURVATURES)}; got {kind!r}")
-    return classes[kind]({name: p.shape for name, p in params.items()})
+    shapes = {name: p.shape for name, p in params.items()}
+    options = {"steps": steps, "learn_step_sizes": learn_step_sizes}
+    if kind == "kronecker":
+        options["positive_definite"] = positive_definite
+    return classes[kind](shapes, **options)
 
 
 def adapt(
-    params: Mapping[str, Tensor], grads: Mapping[str, Tensor], curvature: Curvature, inner_lr: float
+    params: Mapping[str, Tensor],
+    grads: Mapping[str, Tensor],
+    curvature: Curvature,
+    inner_lr: float,
+    step: int = 0,
 ) -> dict[str, Tensor]:
-    """One adaptation step θ' = θ − inner_lr · C(g)."""
+    """Inner step ``step``: θ' = θ − inner_lr · scale_step · C(g)."""
     preconditioned = curvature(grads)
-    return {name: params[name] - inner_lr * preconditioned[name] for name in params}
+    lr = inner_lr * curvature.step_scale(step)
+    return {name: params[name] - lr * preconditioned[name] for name in params}

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from mcrl.common.memory import keep_freed_memory
 from mcrl.common.policies import MLPPolicy, Params, params_to_numpy
-from mcrl.meta.curvature import adapt, make_curvature
+from mcrl.meta.curvature import Curvature, adapt, make_curvature
 from mcrl.meta.losses import (
     TaskTensors,
     affinity_matrix,
@@ -63,6 +63,17 @@ def resolve_device(name: str) -> torch.device:
             f"config key 'learner.device' is {name!r}, but torch sees {count} CUDA device(s)"
         )
     return device
+
+
+def curvature_for(config: TrainConfig, params: Params) -> Curvature:
+    """C as ``config`` describes it, for parameters shaped like ``params``."""
+    return make_curvature(
+        config.curvature,
+        params,
+        steps=config.inner_steps,
+        learn_step_sizes=config.learn_inner_lr,
+        positive_definite=config.curvature_parametrization == "pd",
+    )
 
 
 def flatten_per_task(grads: Mapping[str, Tensor]) -> Tensor:
@@ -154,7 +165,7 @@ class MetaObjective(nn.Module):
             if k > 0:
                 step = self.inner_grads(params, data, create_graph=second_order)
             grads = step.grads if second_order else step.detached().grads
-            params = adapt(params, grads, self.curvature, self.config.inner_lr)
+            params = adapt(params, grads, self.curvature, self.config.inner_lr, step=k)
         return params
 
     def outer(
@@ -212,7 +223,7 @@ class MetaLearner:
         if config.learner.keep_freed_memory:
             keep_freed_memory()
         self.policy = policy.to(self.device)
-        self.curvature = make_curvature(config.curvature, self.policy.params()).to(self.device)
+        self.curvature = curvature_for(config, self.policy.params()).to(self.device)
         self.objective = MetaObjective(self.policy, self.curvature, config)
         theta = list(self.policy.parameters())
         curvature = list(self.curvature.parameters())

@@ -145,10 +145,19 @@ class Trainer:
 
     def _check_compatible(self, state: dict[str, Any], policy: MLPPolicy) -> None:
         saved = state["config"]
-        for key in ("family", "curvature", "schedule"):
-            if saved[key] != getattr(self.config, key):
+        # What C holds: a checkpoint from before a key existed has its default.
+        defaults = {"curvature_parametrization": "free", "learn_inner_lr": False}
+        for key in (
+            "family",
+            "curvature",
+            "schedule",
+            "curvature_parametrization",
+            "learn_inner_lr",
+        ):
+            had = saved.get(key, defaults.get(key))
+            if had != getattr(self.config, key):
                 raise ConfigError(
-                    f"cannot resume: the checkpoint has {key}={saved[key]!r}, the config {key}={getattr(self.config, key)!r}"
+                    f"cannot resume: the checkpoint has {key}={had!r}, the config {key}={getattr(self.config, key)!r}"
                 )
         current = policy.state_dict()
         for name, tensor in state["learner"]["policy"].items():

@@ -1,0 +1,144 @@
+"""Learned per-step step sizes (MAML++) and positive-definite Kronecker factors: exact
+meta-gradients, MAML at initialisation, positive definiteness after any update, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import yaml
+
+import mcrl
+from mcrl.cli import main
+from mcrl.common.config import TrainConfig
+from mcrl.meta.learner import MetaObjective, curvature_for
+from tests.conftest import tiny_config
+from tests.test_learner import finite_difference, objective_value, tiny_data
+
+OPTIONS = [
+    # (curvature, parametrization, learn_inner_lr, first_order, inner_steps)
+    ("kronecker", "pd", True, False, 2),
+    ("kronecker", "pd", False, False, 2),
+    ("identity", "free", True, False, 2),
+    # First order: exact for C with one step (a later step's gradient would depend on C
+    # through the earlier step, which first order drops).
+    ("diagonal", "free", True, True, 1),
+]
+
+
+@pytest.mark.parametrize(("kind", "parametrization", "learn_lr", "first_order", "steps"), OPTIONS)
+def test_meta_gradients_of_every_learned_quantity_match_finite_differences(
+    kind, parametrization, learn_lr, first_order, steps
+):
+    policy, pre, pre2, post = tiny_data()
+    cfg = TrainConfig(
+        inner_lr=0.5,
+        curvature=kind,
+        curvature_parametrization=parametrization,
+        learn_inner_lr=learn_lr,
+        first_order=first_order,
+        inner_steps=steps,
+        inner_kl_weight=0.3,
+    )
+    curvature = curvature_for(cfg, policy.params()).double()
+    with torch.no_grad():  # away from the initial values, so that the gradients are generic
+        for p in curvature.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    objective = MetaObjective(policy, curvature, cfg)
+    old = tuple(t.detach() for t in policy.distribution(policy.params(), pre.observations))
+
+    def value():
+        return objective_value(objective, policy, [pre, pre2][:steps], post, old, 0.0, False)
+
+    # First order drops θ's second-order terms only; C's gradient stays exact either way.
+    tensors = list(curvature.parameters()) + ([] if first_order else list(policy.parameters()))
+    analytic = torch.autograd.grad(value(), tensors)
+    for a, n in zip(analytic, finite_difference(value, tensors), strict=True):
+        torch.testing.assert_close(a, n, rtol=1e-4, atol=1e-6)
+    if learn_lr:
+        names = [n for n, _ in curvature.named_parameters()]
+        assert "log_step_scales" in names
+
+
+@pytest.mark.parametrize("kind", ["identity", "diagonal", "kronecker"])
+def test_with_every_learned_quantity_at_its_initial_value_it_is_maml(kind):
+    policy, pre, pre2, post = tiny_data()
+    results = {}
+    for name, overrides in (
+        ("maml", {"curvature": "identity"}),
+        ("new", {"curvature": kind, "learn_inner_lr": True, "curvature_parametrization": "pd"}),
+    ):
+        cfg = TrainConfig(inner_lr=0.5, inner_steps=2, **overrides)
+        objective = MetaObjective(policy, curvature_for(cfg, policy.params()).double(), cfg)
+        first = objective.first_step(policy.params(), pre, create_graph=True)
+        results[name] = objective.adapt(policy.params(), [pre, pre2], first)
+    for key, value in results["maml"].items():
+        torch.testing.assert_close(results["new"][key], value)
+
+
+def test_positive_definite_factors_stay_positive_definite_after_arbitrary_updates():
+    policy = mcrl.GaussianMLPPolicy(3, 2, hidden_sizes=(5, 4))
+    cfg = TrainConfig(curvature="kronecker", curvature_parametrization="pd")
+    curvature = curvature_for(cfg, policy.params())
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in curvature.parameters():  # far from anything an optimiser would visit
+            p.copy_(10 * torch.randn_like(p))
+        for p in curvature.out_params.values():
+            p.zero_()  # even a zero root leaves M = εI
+    for matrix in curvature.factors().values():
+        eigenvalues = torch.linalg.eigvalsh(matrix.detach())
+        assert eigenvalues.min() >= 0.01 * (1 - 1e-5)
+    free = curvature_for(
+        dataclasses.replace(cfg, curvature_parametrization="free"), policy.params()
+    )
+    with torch.no_grad():
+        for p in free.parameters():
+            p.copy_(torch.randn_like(p))
+    assert any(torch.linalg.eigvalsh(m.detach()).min() < 0 for m in free.factors().values())
+
+
+def test_steps_beyond_the_trained_ones_reuse_the_last_learned_step_size():
+    policy = mcrl.GaussianMLPPolicy(3, 2, hidden_sizes=(4,))
+    cfg = TrainConfig(curvature="identity", learn_inner_lr=True, inner_steps=2)
+    curvature = curvature_for(cfg, policy.params())
+    with torch.no_grad():
+        curvature.log_step_scales.copy_(torch.tensor([0.5, -0.5]))
+    scales = [float(curvature.step_scale(k)) for k in range(5)]
+    assert scales[0] != scales[1] and scales[1:] == [scales[1]] * 4
+
+
+def test_learned_step_sizes_train_are_logged_and_reach_evaluation(tmp_path):
+    trainer = mcrl.train(
+        tiny_config("learn_inner_lr=true", "inner_steps=2", "curvature_parametrization=pd"),
+        tmp_path / "run",
+    )
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"inner_lr_scale_1", "inner_lr_scale_2"} <= set(header)
+    assert len(trainer.latest_eval["returns"]) == 3
+    meta = mcrl.load(tmp_path / "run")
+    assert len(meta.adapt({"goal": [0.2, 0.1]}, steps=3, episodes=2).returns) == 4
+
+
+def test_a_checkpoint_from_before_these_options_loads_and_resumes(tmp_path, capsys):
+    run = tmp_path / "run"
+    mcrl.train(tiny_config("iterations=1"), run)
+    path = run / "checkpoints" / "latest.pt"
+    state = torch.load(path, weights_only=True)
+    for key in ("curvature_parametrization", "learn_inner_lr"):  # as written before they existed
+        del state["config"][key]
+    torch.save(state, path)
+    assert mcrl.load(run).config.curvature_parametrization == "free"
+    config = tmp_path / "c.yaml"
+    base = yaml.safe_load((run / "config.yaml").read_text())
+    base["iterations"] = 2
+    config.write_text(yaml.safe_dump(base))
+    assert main(["train", str(config), "--out", str(run), "--resume", "--no-progress"]) == 0
+    # Switching the parametrization of a run's C is refused in one line.
+    base["iterations"] = 3
+    base["curvature_parametrization"] = "pd"
+    config.write_text(yaml.safe_dump(base))
+    assert main(["train", str(config), "--out", str(run), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume: the checkpoint has curvature_parametrization='free'" in err
