@@ -16,6 +16,7 @@ from gymnasium.utils import seeding
 
 from mcrl.tasks import Task, TaskVectorEnv
 from mcrl.tasks.gym_family import EnvParam, GymFamily
+from mcrl.tasks.vector_env import gym_spaces
 
 
 def random_physics(log_scale: float) -> dict[str, EnvParam]:
@@ -88,10 +89,7 @@ class CartPoleVectorEnv(TaskVectorEnv):
     THETA_LIMIT = 12 * 2 * math.pi / 360
 
     def __init__(self, tasks: Sequence[Task]):
-        probe = gym.make("CartPole-v1")
-        self.observation_space = probe.observation_space
-        self.action_space = probe.action_space
-        probe.close()
+        self.observation_space, self.action_space = gym_spaces("CartPole-v1")
         self.set_tasks(tasks)
 
     @property

@@ -9,7 +9,7 @@ import numpy as np
 from gymnasium.utils import seeding
 
 from mcrl.tasks import BoxTaskSpace, Range, Task, TaskFamily
-from mcrl.tasks.vector_env import TaskVectorEnv
+from mcrl.tasks.vector_env import TaskVectorEnv, gym_spaces
 
 MAX_SPEED = 8.0
 MAX_TORQUE = 2.0
@@ -25,10 +25,7 @@ class PendulumVectorEnv(TaskVectorEnv):
     Gymnasium's (including its float32 torque arithmetic and its reset distribution)."""
 
     def __init__(self, tasks: Sequence[Task]):
-        probe = gym.make("Pendulum-v1")
-        self.observation_space = probe.observation_space
-        self.action_space = probe.action_space
-        probe.close()
+        self.observation_space, self.action_space = gym_spaces("Pendulum-v1")
         self.set_tasks(tasks)
 
     @property

@@ -21,6 +21,15 @@ if TYPE_CHECKING:  # the family builds these envs; the envs only hold on to it
     from mcrl.tasks.family import TaskFamily
 
 
+def gym_spaces(env_id: str) -> tuple[gym.Space, gym.Space]:
+    """The observation and action spaces of Gymnasium's ``env_id`` (a native vector env that
+    reimplements that env has the same)."""
+    probe = gym.make(env_id)
+    spaces = probe.observation_space, probe.action_space
+    probe.close()
+    return spaces
+
+
 class TaskVectorEnv(abc.ABC):
     """``num_envs`` envs, env ``k`` set to ``tasks[k]``.
 
