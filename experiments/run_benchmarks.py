@@ -1,10 +1,11 @@
-"""Regenerate the adaptation results table of experiments/README.md.
+"""Regenerate the adaptation results table of experiments/README.md, with ``mcrl sweep``.
 
-For every family, curvature variant and seed: ``mcrl train`` the family's config (with the
-budget's overrides), then ``mcrl evaluate`` on the test and ood splits after 0..3 steps.
-Optionally the SB3 PPO baselines (experiments/baselines/sb3_ppo.py) on the same tasks.
-Resumable: a run whose evaluations exist is skipped, an interrupted one resumes from its
-checkpoint. A run that fails is recorded (``failed.json``) and shown as failed in the table.
+For every family: one sweep (``RESULTS/<family>.yaml``, written here from the budget, variants
+and seeds asked for) of the family's config under every curvature variant and seed, each trial
+evaluated on the test and ood splits after 0..3 steps; optionally the SB3 PPO baselines
+(experiments/baselines/sb3_ppo.py) on the same tasks. Resumable, and extendable with more seeds
+or variants: finished trials are not redone. Failed trials are shown as failed in the table.
+``--ray-address`` runs each family's trials across a Ray cluster, the same way.
 
     python experiments/run_benchmarks.py --budget reduced --seeds 0 1 2
     python experiments/run_benchmarks.py --budget full --families Navigation2D --seeds 0 1 2
@@ -14,7 +15,6 @@ checkpoint. A run that fails is recorded (``failed.json``) and shown as failed i
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -23,7 +23,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
+import yaml
+
+from mcrl.rollout.ray_cluster import shutdown_embedded_ray
+from mcrl.sweeps.runner import run_sweep
+from mcrl.sweeps.spec import load_sweep
+from mcrl.sweeps.summary import mean_and_t95, summarize
 
 HERE = Path(__file__).parent
 CONFIGS = {
@@ -36,25 +41,23 @@ CONFIGS = {
     "CartPoleDynamics": "cartpole_dynamics.yaml",
 }
 VARIANTS = {
-    "identity (MAML)": ["curvature=identity"],
-    "diagonal (Meta-SGD)": ["curvature=diagonal"],
-    "kronecker (MC)": ["curvature=kronecker"],
-    "kronecker + alignment": ["curvature=kronecker", "alignment_weight=1e-4"],
+    "identity (MAML)": {"curvature": "identity"},
+    "diagonal (Meta-SGD)": {"curvature": "diagonal"},
+    "kronecker (MC)": {"curvature": "kronecker"},
+    "kronecker + alignment": {"curvature": "kronecker", "alignment_weight": 1e-4},
 }
 # What fits the 2-core development machine in a few hours for all families; the table says
 # which budget each row used. "full" is each config file as written.
-# On 2 cores one process steps every env faster than Ray workers would: "reduced" samples locally.
-LOCAL = "sampler.backend=local"
 BUDGETS = {
     "reduced": {
-        "Navigation2D": ["iterations=60", "meta_batch_size=10", "episodes_per_task=10", LOCAL],
-        "PendulumDynamics": ["iterations=40", "meta_batch_size=10", "episodes_per_task=10", LOCAL],
-        "CartPoleDynamics": ["iterations=40", "meta_batch_size=10", "episodes_per_task=10", LOCAL],
-        "*": ["iterations=10", "meta_batch_size=8", "episodes_per_task=8", LOCAL],
+        "Navigation2D": {"iterations": 60, "meta_batch_size": 10, "episodes_per_task": 10},
+        "PendulumDynamics": {"iterations": 40, "meta_batch_size": 10, "episodes_per_task": 10},
+        "CartPoleDynamics": {"iterations": 40, "meta_batch_size": 10, "episodes_per_task": 10},
+        "*": {"iterations": 10, "meta_batch_size": 8, "episodes_per_task": 8},
     },
-    "full": {"*": []},
+    "full": {"*": {}},
 }
-EVAL = ["--tasks", "10", "--steps", "3"]
+EVALUATE = {"splits": ["test", "ood"], "tasks": 10, "steps": 3}
 MCRL = [sys.executable, "-m", "mcrl"]  # the `mcrl` command of this interpreter
 # Published numbers after 0/1/2/3 steps (design §7): MAML-TRPO.
 LITERATURE = {
@@ -67,15 +70,41 @@ def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower()
 
 
-def run(command: list[str], log: Path) -> None:
-    with log.open("a") as f:
-        f.write("$ " + " ".join(command) + "\n")
-        f.flush()
-        subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, check=True)
+def sweep_file(family: str, variants: list[str], seeds: list[int], budget: str, root: Path) -> Path:
+    """The family's sweep file; the budget's overrides go in ``set`` (evaluations only at the
+    end: the table's numbers come from each trial's final evaluation)."""
+    budget_set = BUDGETS[budget].get(family, BUDGETS[budget]["*"])
+    base = os.path.relpath(HERE / CONFIGS[family], root)
+    sweep = {
+        "base": base,
+        "set": budget_set | {"eval_every": 0},
+        "variants": {name: VARIANTS[name] for name in variants},
+        "seeds": seeds,
+        "evaluate": EVALUATE,
+        "max_failures": 0,  # a failure here is a finding for the table, not bad luck
+    }
+    path = root / f"{family}.yaml"
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# budget: {budget}\n" + yaml.safe_dump(sweep, sort_keys=False))
+    return path
+
+
+def run_family(
+    family: str, variants: list[str], seeds: list[int], budget: str, root: Path, address: str | None
+) -> None:
+    held = root / family / "sweep.json"
+    if held.exists():  # keep the held trials' variants and seeds: a resumed sweep only adds
+        record = json.loads(held.read_text())
+        variants = list(
+            dict.fromkeys([t["assignments"]["variant"] for t in record["trials"]] + variants)
+        )
+        seeds = sorted({t["seed"] for t in record["trials"]} | set(seeds))
+    spec = load_sweep(sweep_file(family, variants, seeds, budget, root))
+    run_sweep(spec, root / family, ray_address=address, resume=held.exists())
 
 
 def evaluate(command: list[str], split: str, out: Path) -> None:
-    """Run an evaluation that prints its eval.json record last, into ``out``; a family without
+    """Run a baseline that prints its eval.json record last, into ``out``; a family without
     that split gets ``{"unavailable": why}``."""
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode == 0:
@@ -87,41 +116,8 @@ def evaluate(command: list[str], split: str, out: Path) -> None:
         raise subprocess.CalledProcessError(result.returncode, command, stderr=result.stderr)
 
 
-def train_and_evaluate(family: str, variant: str, seed: int, budget: str, root: Path) -> None:
-    run_dir = root / family / slug(variant) / f"seed{seed}"
-    if (run_dir / "eval_test.json").exists() and (run_dir / "eval_ood.json").exists():
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "failed.json").unlink(missing_ok=True)
-    overrides = BUDGETS[budget].get(family, BUDGETS[budget]["*"])
-    overrides = [*overrides, *VARIANTS[variant], f"seed={seed}", "eval_every=0"]
-    command = [*MCRL, "train", str(HERE / CONFIGS[family]), "--out", str(run_dir / "run")]
-    command += [arg for o in overrides for arg in ("--set", o)] + ["--no-progress"]
-    if (run_dir / "run" / "checkpoints" / "latest.pt").exists():
-        command.append("--resume")
-    try:
-        run(command, run_dir / "log.txt")
-        for split in ("test", "ood"):
-            evaluation = [*MCRL, "evaluate", str(run_dir / "run"), "--split", split, *EVAL]
-            evaluate([*evaluation, "--json"], split, run_dir / f"eval_{split}.json")
-    except subprocess.CalledProcessError as exc:
-        output = exc.stderr or (run_dir / "log.txt").read_text()
-        error = (output.strip().splitlines() or [str(exc)])[-1]
-        (run_dir / "failed.json").write_text(json.dumps({"command": exc.cmd, "error": error}))
-        print(f"FAILED {family} / {variant} / seed {seed}: {error}", file=sys.stderr)
-        return
-    with (run_dir / "run" / "metrics.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    # Training time from the run's own per-phase timings: right even when a rerun resumed it.
-    seconds = sum(float(v) for row in rows for k, v in row.items() if k.startswith("time_"))
-    record = {"command": command, "wall_s": round(seconds, 1), "budget": budget}
-    (run_dir / "train.json").write_text(
-        json.dumps(record | {"env_steps": int(rows[-1]["env_steps"])})
-    )
-
-
 def baseline(family: str, kind: str, seed: int, root: Path) -> None:
-    run_dir = root / family / f"sb3_ppo_{kind}" / f"seed{seed}"
+    run_dir = root / "baselines" / family / f"sb3_ppo_{kind}" / f"seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     for split in ("test", "ood"):
         out = run_dir / f"eval_{split}.json"
@@ -138,33 +134,65 @@ def baseline(family: str, kind: str, seed: int, root: Path) -> None:
             (run_dir / "failed.json").write_text(json.dumps({"command": command, "error": error}))
 
 
-def cell(values: list[float]) -> str:
-    if not values:
-        return "–"
-    mean = float(np.mean(values))
-    if len(values) < 2:
-        return f"{mean:.1f}"
-    return f"{mean:.1f} ± {1.96 * float(np.std(values, ddof=1)) / math.sqrt(len(values)):.1f}"
+def cell(mean: float, ci: float) -> str:
+    return f"{mean:.1f}" if math.isnan(ci) else f"{mean:.1f} ± {ci:.1f}"
 
 
-def mean_after_one_step(root: Path, family: str, method: str) -> float | None:
-    values = [
-        json.loads(path.read_text())["returns"][1]
-        for path in (root / family / slug(method)).glob("seed*/eval_test.json")
-    ]
-    return float(np.mean(values)) if values else None
+def sweep_rows(root: Path, family: str) -> list[dict]:
+    """The family's sweep summary (one row per variant), written beside its trials."""
+    if not (root / family / "sweep.json").exists():
+        return []
+    rows, _ = summarize(root / family)
+    budget = (root / f"{family}.yaml").read_text().splitlines()[0].removeprefix("# budget: ")
+    for row in rows:
+        row["budget"] = budget
+        for split in ("test", "ood"):
+            steps = [k for k in range(10) if f"{split}_return_{k}" in row]
+            row[split] = [
+                (row[f"{split}_return_{k}"], row[f"{split}_return_{k}_ci95"]) for k in steps
+            ]
+    return rows
 
 
-def comparison(root: Path) -> list[str]:
+def baseline_rows(root: Path, family: str) -> list[dict]:
+    rows = []
+    for method in sorted((root / "baselines" / family).glob("sb3_ppo_*")):
+        runs = sorted(method.glob("seed*"))
+        row = {
+            "variant": method.name,
+            "seeds": len(runs),
+            "env_steps": math.nan,
+            "wall_s": math.nan,
+        }
+        row["budget"] = "pretrain 100k" if "multitask" in method.name else "–"
+        failed = [
+            json.loads((r / "failed.json").read_text())["error"]
+            for r in runs
+            if (r / "failed.json").exists()
+        ]
+        row["status"] = f"**failed: {failed[0]}**" if failed else ""
+        for split in ("test", "ood"):
+            evals = [
+                json.loads(p.read_text()) for r in runs if (p := r / f"eval_{split}.json").exists()
+            ]
+            row[f"{split}_unavailable"] = any("unavailable" in e for e in evals)
+            evals = [e for e in evals if "returns" in e]
+            steps = min((len(e["returns"]) for e in evals), default=0)
+            row[split] = [mean_and_t95([e["returns"][k] for e in evals]) for k in range(steps)]
+        rows.append(row)
+    return rows
+
+
+def comparison(rows: dict[str, list[dict]]) -> list[str]:
     """Where kronecker (Meta-Curvature) reaches at least identity (MAML) after one step."""
     lines = [
         "| family | identity, test, 1 step | kronecker, test, 1 step | kronecker ≥ identity |",
         "|---|---|---|---|",
     ]
     wins = total = 0
-    for family in CONFIGS:
-        identity = mean_after_one_step(root, family, "identity (MAML)")
-        kronecker = mean_after_one_step(root, family, "kronecker (MC)")
+    for family, family_rows in rows.items():
+        after_one = {r["variant"]: r["test"][1][0] for r in family_rows if len(r["test"]) > 1}
+        identity, kronecker = after_one.get("identity (MAML)"), after_one.get("kronecker (MC)")
         if identity is None or kronecker is None:
             continue
         total += 1
@@ -176,60 +204,40 @@ def comparison(root: Path) -> list[str]:
 
 
 def table(root: Path) -> str:
-    """The markdown table: mean over seeds ± 95% CI over seeds, per number of steps."""
+    """The markdown table: mean over seeds ± 95% t-interval over seeds, per number of steps."""
     lines = [
         "| family | method | seeds | test: 0 / 1 / 2 / 3 steps | ood: 0 / 1 / 2 / 3 steps "
         "| train env steps | train time (s) | budget |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    methods = [*VARIANTS, "sb3_ppo_scratch", "sb3_ppo_multitask"]
+    meta_rows = {}
     for family in CONFIGS:
-        for method in methods:
-            runs = sorted((root / family / slug(method)).glob("seed*"))
-            if not runs:
-                continue
-            evals = {s: [] for s in ("test", "ood")}
-            unavailable = dict.fromkeys(evals, False)
-            failed, trains = [], []
-            for r in runs:
-                if (r / "failed.json").exists():
-                    failed.append(json.loads((r / "failed.json").read_text())["error"])
-                for split in evals:
-                    path = r / f"eval_{split}.json"
-                    record = json.loads(path.read_text()) if path.exists() else {}
-                    if "returns" in record:
-                        evals[split].append(record)
-                    unavailable[split] |= "unavailable" in record
-                if (r / "train.json").exists():
-                    trains.append(json.loads((r / "train.json").read_text()))
+        meta_rows[family] = sweep_rows(root, family)
+        for row in meta_rows[family] + baseline_rows(root, family):
+            status = row.get("status", "")
+            if row.get("failed"):
+                status = f"**failed: {row['errors']}**"
             cols = []
             for split in ("test", "ood"):
-                steps = len(evals[split][0]["returns"]) if evals[split] else 0
-                per_step = [[e["returns"][k] for e in evals[split]] for k in range(steps)]
-                missing = f"no {split} split" if unavailable[split] else "–"
-                cols.append(" / ".join(cell(v) for v in per_step) or missing)
-            steps_used = f"{np.mean([t['env_steps'] for t in trains]):,.0f}" if trains else "–"
-            wall = f"{np.mean([t['wall_s'] for t in trains]):.0f}" if trains else "–"
-            budget = (
-                trains[0]["budget"]
-                if trains
-                else ("pretrain 100k" if "multitask" in method else "–")
-            )
-            note = f" **failed: {failed[0]}**" if failed else ""
+                missing = f"no {split} split" if row.get(f"{split}_unavailable") else "–"
+                cols.append(" / ".join(cell(m, c) for m, c in row[split]) or missing)
+            steps = "–" if math.isnan(row["env_steps"]) else f"{row['env_steps']:,.0f}"
+            wall = "–" if math.isnan(row["wall_s"]) else f"{row['wall_s']:.0f}"
+            seeds = row.get("finished", row["seeds"])
+            method = f"{row['variant']} {status}".strip()
             lines.append(
-                f"| {family} | {method}{note} | {len(evals['test'])} | {cols[0]} | {cols[1]} "
-                f"| {steps_used} | {wall} | {budget} |"
+                f"| {family} | {method} | {seeds} | {cols[0]} | {cols[1]} | {steps} | {wall} | {row['budget']} |"
             )
         if family in LITERATURE:
             name, numbers = LITERATURE[family]
             lines.append(
                 f"| {family} | {name} | – | {' / '.join(f'{x:.2f}' for x in numbers)} | – | – | – | paper |"
             )
-    lines += ["", *comparison(root)]
+    lines += ["", *comparison(meta_rows)]
     machine = f"{platform.node()}: {platform.processor() or platform.machine()}, Python {platform.python_version()}"
     return (
         "\n".join(lines)
-        + f"\n\nGenerated by `python experiments/run_benchmarks.py --table-only` from `{os.path.relpath(root)}` ({machine}).\n"
+        + f"\n\nMean over seeds ± 95% t-interval over seeds. Generated by `python experiments/run_benchmarks.py --table-only` from `{os.path.relpath(root)}` ({machine}).\n"
     )
 
 
@@ -241,18 +249,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", choices=list(BUDGETS), default="reduced")
     parser.add_argument("--baselines", nargs="*", choices=["scratch", "multitask"], default=[])
     parser.add_argument("--out", type=Path, default=HERE / "results" / "benchmarks")
+    parser.add_argument("--ray-address", help="run the trials on this Ray cluster")
     parser.add_argument("--table-only", action="store_true")
     args = parser.parse_args(argv)
     if not args.table_only:
         for family in args.families:
+            print(
+                f"{family}: {', '.join(args.variants)}; seeds {args.seeds}",
+                file=sys.stderr,
+                flush=True,
+            )
+            if args.variants:
+                run_family(
+                    family, args.variants, args.seeds, args.budget, args.out, args.ray_address
+                )
             for seed in args.seeds:
-                for variant in args.variants:
-                    print(f"{family} / {variant} / seed {seed}", file=sys.stderr, flush=True)
-                    train_and_evaluate(family, variant, seed, args.budget, args.out)
                 for kind in args.baselines:
                     baseline(family, kind, seed, args.out)
+    shutdown_embedded_ray()
     text = table(args.out)
-    (args.out / "table.md").parent.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(text)
     print(text)
     return 0

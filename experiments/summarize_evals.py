@@ -11,17 +11,12 @@ import math
 import sys
 from pathlib import Path
 
-# Two-sided 95% critical values of Student's t, by degrees of freedom.
-T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
+from mcrl.sweeps.summary import mean_and_t95
 
 
 def mean_ci(values: list[float]) -> str:
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return f"{mean:.1f}"
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return f"{mean:.1f} ± {T95.get(n - 1, 1.96) * sd / math.sqrt(n):.1f}"
+    mean, ci = mean_and_t95(values)
+    return f"{mean:.1f}" if math.isnan(ci) else f"{mean:.1f} ± {ci:.1f}"
 
 
 def main(results: Path) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 # Every Ray process the tests start stays on loopback (set before Ray is imported).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -50,3 +53,16 @@ def perturbed_params(policy, count: int, scale: float = 0.3, seed: int = 0):
         {k: v + scale * rng.standard_normal(v.shape).astype(np.float32) for k, v in base.items()}
         for _ in range(count)
     ]
+
+
+def run_mcrl(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The real ``mcrl`` command of this interpreter, run in ``cwd``."""
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run(
+        [sys.executable, "-m", "mcrl", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )

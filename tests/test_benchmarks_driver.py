@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 SCRIPT = Path(__file__).parents[1] / "experiments" / "run_benchmarks.py"
 
@@ -20,27 +21,33 @@ def load_driver():
     return module
 
 
-def test_driver_runs_resumes_and_reports_failures(tmp_path, monkeypatch, capsys):
+def test_driver_runs_resumes_extends_and_reports_failures(tmp_path, monkeypatch):
     driver = load_driver()
-    tiny = ["iterations=1", "meta_batch_size=2", "episodes_per_task=2", "horizon=10"]
-    tiny += ["policy.hidden_sizes=[8]", "sampler.backend=local", "outer_epochs=1"]
+    tiny = {"iterations": 1, "meta_batch_size": 2, "episodes_per_task": 2, "horizon": 10}
+    tiny |= {"policy.hidden_sizes": [8], "outer_epochs": 1}
     monkeypatch.setitem(driver.BUDGETS, "tiny", {"*": tiny})
-    monkeypatch.setitem(driver.VARIANTS, "broken", ["curvature=spherical"])
-    monkeypatch.setattr(driver, "EVAL", ["--tasks", "2", "--steps", "1", "--episodes", "2"])
-    args = ["--families", "Navigation2D", "--variants", "identity (MAML)", "broken"]
-    args += ["--seeds", "0", "--budget", "tiny", "--out", str(tmp_path)]
-    assert driver.main(args) == 0
+    # An inner step of 1e30 sends the adapted policy to inf: this trial always fails.
+    monkeypatch.setitem(driver.VARIANTS, "broken", {"inner_lr": 1e30})
+    monkeypatch.setattr(driver, "EVALUATE", {"splits": ["test", "ood"], "tasks": 2, "steps": 1})
+    args = ["--families", "Navigation2D", "--budget", "tiny", "--out", str(tmp_path)]
+    assert driver.main([*args, "--variants", "identity (MAML)", "broken", "--seeds", "0"]) == 0
     table = (tmp_path / "table.md").read_text()
     row = next(line for line in table.splitlines() if "identity (MAML)" in line)
     assert "| Navigation2D | identity (MAML) | 1 |" in row and " / " in row
-    assert "broken **failed:" in table and "spherical" in table
+    assert "broken **failed: loss term 'loss_outer' became nan" in table
     assert "MAML (Finn et al. 2017) | – | -40.41 / -11.68 / -3.33 / -3.23" in table
     assert "kronecker ≥ identity on 0 of 0 families" in table  # no kronecker run here
+    sweep = yaml.safe_load((tmp_path / "Navigation2D.yaml").read_text())
+    assert sweep["variants"]["broken"] == {"inner_lr": 1e30} and sweep["seeds"] == [0]
 
-    done = tmp_path / "Navigation2D" / driver.slug("identity (MAML)") / "seed0"
+    done = tmp_path / "Navigation2D" / "runs" / "000_identity-MAML" / "seed0"
     stamp = (done / "eval_test.json").stat().st_mtime_ns
-    assert driver.main(args) == 0  # resumable: the finished run is not redone
+    # Resumed with one more seed: the finished trial is not redone, the new one runs.
+    assert driver.main([*args, "--variants", "identity (MAML)", "--seeds", "1"]) == 0
     assert (done / "eval_test.json").stat().st_mtime_ns == stamp
+    assert (done.parent / "seed1" / "eval_test.json").exists()
+    table = (tmp_path / "table.md").read_text()
+    assert "| Navigation2D | identity (MAML) | 2 |" in table
 
 
 def test_a_family_without_the_split_is_recorded_not_failed(tmp_path):

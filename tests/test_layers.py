@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ["common", "tasks", "rollout", "meta", "training", "cli"]
+LAYERS = ["common", "tasks", "rollout", "meta", "training", "sweeps", "cli"]
 FACADE = len(LAYERS)  # `mcrl` itself, above every layer
 
 

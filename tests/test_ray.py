@@ -17,7 +17,7 @@ import ray
 import mcrl
 import tests.ray_helpers as helpers
 from mcrl.rollout.ray_sampler import RaySampler, SamplingError
-from tests.conftest import make_policy_for, perturbed_params, tiny_config
+from tests.conftest import make_policy_for, perturbed_params, run_mcrl, tiny_config
 from tests.test_sampler import assert_same_batches
 
 cloudpickle.register_pickle_by_value(helpers)
@@ -131,23 +131,13 @@ def test_train_runs_end_to_end_on_the_ray_backend(ray_session, tmp_path):
     assert np.isfinite(trainer.latest_eval["returns"]).all()
 
 
-def run_cli(args, cwd, timeout=240):
-    return subprocess.run(
-        [sys.executable, "-m", "mcrl", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def test_cli_trains_on_an_embedded_ray(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(
         "family: Navigation2D\nhorizon: 10\niterations: 2\nmeta_batch_size: 2\nepisodes_per_task: 2\n"
         "eval_every: 0\nsampler: {backend: ray, workers: 2}\npolicy: {hidden_sizes: [8]}\n"
     )
-    result = run_cli(["train", str(config), "--out", "out", "--no-progress"], tmp_path)
+    result = run_mcrl("train", str(config), "--out", "out", "--no-progress", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "checkpoints" / "latest.pt").is_file()
 
@@ -156,8 +146,15 @@ def test_an_unreachable_ray_address_is_a_quick_clear_error(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("family: Navigation2D\niterations: 1\n")
     start = time.monotonic()
-    result = run_cli(
-        ["train", str(config), "--out", "out", "--ray-address", "127.0.0.1:1"], tmp_path, timeout=60
+    result = run_mcrl(
+        "train",
+        str(config),
+        "--out",
+        "out",
+        "--ray-address",
+        "127.0.0.1:1",
+        cwd=tmp_path,
+        timeout=60,
     )
     assert result.returncode == 2
     assert (

@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import torch
 import mcrl
 from mcrl.common.config import ConfigError, load_config
 from mcrl.training.trainer import Trainer, TrainingError, load_checkpoint
+from tests.conftest import run_mcrl
 
 TINY = [
     "family=Navigation2D",
@@ -186,22 +185,12 @@ def test_ctrl_c_saves_the_last_completed_iteration(tmp_path, monkeypatch):
     assert resumed.start_iteration == 3
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mcrl", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_cli_train_smoke_run_writes_the_run_directory(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(
         "family: Navigation2D\nhorizon: 10\niterations: 2\nsampler: {backend: local}\nmeta_batch_size: 2\nepisodes_per_task: 2\neval_every: 1\neval_tasks: 2\n"
     )
-    result = run_cli(
+    result = run_mcrl(
         "train", str(config), "--set", "policy.hidden_sizes=[8]", "--out", "out", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
@@ -226,7 +215,7 @@ def test_cli_train_smoke_run_writes_the_run_directory(tmp_path):
 def test_cli_bad_config_is_one_line_exit_2_and_writes_nothing(tmp_path, override, message):
     config = tmp_path / "c.yaml"
     config.write_text("family: Navigation2D\niterations: 1\n")
-    result = run_cli("train", str(config), "--set", override, "--out", "out", cwd=tmp_path)
+    result = run_mcrl("train", str(config), "--set", override, "--out", "out", cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

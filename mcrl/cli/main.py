@@ -240,6 +240,42 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace, console: Console) -> int:
+    from mcrl.sweeps.runner import run_sweep, trial_status
+    from mcrl.sweeps.spec import load_sweep
+    from mcrl.sweeps.summary import summarize
+
+    out = Path(args.out) if args.out else Path("sweeps") / Path(args.sweep_file).stem
+    if args.summary:
+        _, markdown = summarize(out)
+        console.print(markdown, highlight=False)
+        return 0
+    spec = load_sweep(args.sweep_file)
+    try:
+        trials = run_sweep(spec, out, ray_address=args.ray_address, resume=args.resume)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"interrupted; continue with: mcrl sweep {args.sweep_file} --out {out} --resume"
+        ) from None
+    _, markdown = summarize(out)
+    console.print(markdown, highlight=False)
+    console.print(f"summary: {out / 'summary.md'}, {out / 'summary.csv'}", highlight=False)
+    failed = [t.name for t in trials if trial_status(out.resolve(), t)["status"] == "failed"]
+    unfinished = [t.name for t in trials if trial_status(out.resolve(), t)["status"] == "pending"]
+    if unfinished:
+        print(
+            f"mcrl: {len(unfinished)} trials did not end; continue with: mcrl sweep "
+            f"{args.sweep_file} --out {out} --resume",
+            file=sys.stderr,
+        )
+    if failed:
+        print(
+            f"mcrl: {len(failed)} of {len(trials)} trials failed: {', '.join(failed)}",
+            file=sys.stderr,
+        )
+    return 1 if failed or unfinished else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mcrl", description="Meta-Curvature meta-reinforcement learning."
@@ -267,6 +303,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--ray-address", help="join this Ray cluster (HOST:PORT or auto) instead of an embedded Ray"
     )
     train.set_defaults(handler=_train)
+
+    sweep = commands.add_parser(
+        "sweep", help="many runs on Ray Tune: seeds, variants and searches from a sweep file"
+    )
+    sweep.add_argument("sweep_file", help="sweep YAML (base, set, grid, seeds, search, ...)")
+    sweep.add_argument("--out", help="sweep directory (default: sweeps/<sweep file name>)")
+    sweep.add_argument(
+        "--ray-address", help="run the trials on this Ray cluster (HOST:PORT or auto)"
+    )
+    sweep.add_argument(
+        "--resume", action="store_true", help="continue the sweep in --out: unfinished trials only"
+    )
+    sweep.add_argument(
+        "--summary", action="store_true", help="only (re)write and print the sweep's summary"
+    )
+    sweep.set_defaults(handler=_sweep)
 
     evaluate = commands.add_parser("evaluate", help="held-out return after 0..K adaptation steps")
     evaluate.add_argument("path", help="run directory (its latest checkpoint) or a checkpoint file")

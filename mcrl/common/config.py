@@ -358,18 +358,22 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
     """A TrainConfig from a YAML file (or the defaults) plus ``key=value`` overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(
-                f"config file {str(path)!r} must hold a mapping of keys, got {type(loaded).__name__}"
-            )
-        data = loaded or {}
+    data = {} if path is None else read_yaml_mapping(path, "config file")
     return from_dict(TrainConfig, apply_overrides(data, overrides))
+
+
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """The mapping of keys a YAML file holds (an empty file: none), or a one-line error naming
+    the file as ``what``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {exc}") from exc
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(
+            f"{what} {str(path)!r} must hold a mapping of keys, got {type(loaded).__name__}"
+        )
+    return loaded or {}

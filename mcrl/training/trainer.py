@@ -203,8 +203,11 @@ class Trainer:
         self.tensorboard.close()
 
     # -- the loop ----------------------------------------------------------------------------
-    def train(self) -> list[dict[str, Any]]:
-        """Run the remaining iterations; returns their metrics rows."""
+    def train(
+        self, on_iteration: Callable[[dict[str, Any]], None] | None = None
+    ) -> list[dict[str, Any]]:
+        """Run the remaining iterations; returns their metrics rows. ``on_iteration`` gets each
+        row once it is written and checkpointed (a sweep reports it to Ray Tune)."""
         cfg = self.config
         rows: list[dict[str, Any]] = []
         with self._progress() as advance:
@@ -227,6 +230,8 @@ class Trainer:
                 if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations:
                     self.save_checkpoint(self._last_good)
                 advance(row)
+                if on_iteration is not None:
+                    on_iteration(row)
         if self.latest_eval is not None:
             (self.run_dir / "eval.json").write_text(json.dumps(self.latest_eval, indent=2))
         return rows

@@ -1,0 +1,1 @@
+"""Many runs at once: a sweep file's trials (seeds, variants, searches) on Ray Tune."""
