@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 from stable_baselines3 import PPO
 from torch import nn
@@ -61,10 +62,24 @@ def to_sb3(policy: AdaptedPolicy, env: gym.Env | None = None, **ppo_kwargs: Any)
         **ppo_kwargs,
     )
     state = model.policy.state_dict()
-    for name, value in policy.params.items():
+    for name, value in env_unit_params(policy).items():
         state[sb3_key(name)] = torch.as_tensor(value).reshape(state[sb3_key(name)].shape)
     model.policy.load_state_dict(state)
     return model
+
+
+def env_unit_params(policy: AdaptedPolicy) -> dict[str, np.ndarray]:
+    """The parameters with the action scaling folded into the head and log-std: SB3 acts in
+    the env's own units (an affine map of the mean is an affine map of the head)."""
+    params = {k: np.asarray(v) for k, v in policy.params.items()}
+    if policy.action_scaling != "range":
+        return params
+    low, high = policy.action_space.low, policy.action_space.high
+    middle, half_range = (high + low) / 2, (high - low) / 2
+    params["head.weight"] = half_range[:, None] * params["head.weight"]
+    params["head.bias"] = middle + half_range * params["head.bias"]
+    params["log_std"] = params["log_std"] + np.log(half_range)
+    return params
 
 
 def export_sb3(

@@ -60,6 +60,10 @@ class PolicyConfig:
     """Hidden-layer nonlinearity."""
     init_log_std: float = 0.0
     """Initial log standard deviation of Gaussian policies (state-independent)."""
+    action_scaling: Literal["none", "range"] = "none"
+    """Units of a Gaussian policy's mean and σ: the env's own (``none``; actions beyond the
+    action space are clipped), or half the action range around its middle (``range``), so that
+    ``init_log_std`` means the same in every family (σ = half the range at 0)."""
 
 
 @dataclass

@@ -116,7 +116,13 @@ class MLPPolicy(nn.Module, abc.ABC):
 
 
 class GaussianMLPPolicy(MLPPolicy):
-    """Diagonal Gaussian with a state-independent log standard deviation."""
+    """Diagonal Gaussian with a state-independent log standard deviation.
+
+    With ``action_range`` (the action space's ``(low, high)``), the network works in units of
+    half the range around its middle: the env's action is ``middle + half_range · (mean + σ·ε)``.
+    Then ``init_log_std = 0`` means σ = half the range in every family, and a narrow range
+    (clipped beyond) does not turn the same σ into noise that saturates every action.
+    """
 
     def __init__(
         self,
@@ -125,10 +131,17 @@ class GaussianMLPPolicy(MLPPolicy):
         hidden_sizes: Sequence[int] = (64, 64),
         activation: str = "tanh",
         init_log_std: float = 0.0,
+        action_range: tuple[np.ndarray, np.ndarray] | None = None,
     ):
         super().__init__(obs_dim, action_dim, hidden_sizes, activation)
         self.action_dim = action_dim
         self.log_std = nn.Parameter(torch.full((action_dim,), float(init_log_std)))
+        self.scaled = action_range is not None
+        if action_range is not None:
+            low, high = (torch.as_tensor(np.asarray(b, dtype=np.float32)) for b in action_range)
+            # Not in the state dict: they follow from the config and the env's spaces.
+            self.register_buffer("action_middle", (high + low) / 2, persistent=False)
+            self.register_buffer("log_half_range", torch.log((high - low) / 2), persistent=False)
 
     def noise(self, rng, steps, count):
         return rng.standard_normal((steps, count, self.action_dim), dtype=np.float32)
@@ -136,6 +149,9 @@ class GaussianMLPPolicy(MLPPolicy):
     def distribution(self, params, obs):
         mean = self._body(params, obs)
         log_std = params["log_std"].unsqueeze(-2).expand_as(mean)
+        if self.scaled:
+            mean = self.action_middle + torch.exp(self.log_half_range) * mean
+            log_std = log_std + self.log_half_range
         return mean, log_std
 
     def _log_density(self, z: Tensor, log_std: Tensor) -> Tensor:
@@ -158,7 +174,7 @@ class GaussianMLPPolicy(MLPPolicy):
         return mean + torch.exp(log_std) * noise, self._log_density(noise, log_std)
 
     def act(self, params, obs):
-        return self._body(params, obs)
+        return self.distribution(params, obs)[0]
 
 
 class CategoricalMLPPolicy(MLPPolicy):
@@ -206,13 +222,28 @@ def make_policy(
     hidden_sizes: Sequence[int] = (64, 64),
     activation: str = "tanh",
     init_log_std: float = 0.0,
+    action_scaling: str = "none",
 ) -> MLPPolicy:
-    """The policy that fits an env's spaces: Gaussian for Box actions, categorical for Discrete."""
+    """The policy that fits an env's spaces: Gaussian for Box actions, categorical for Discrete.
+    ``action_scaling="range"``: a Gaussian policy's mean and σ in units of half the action
+    range (see :class:`GaussianMLPPolicy`); a Discrete action space ignores it."""
     check_supported_spaces(observation_space, action_space)
     obs_dim = observation_space.shape[0]
     if isinstance(action_space, gym.spaces.Discrete):
         return CategoricalMLPPolicy(obs_dim, int(action_space.n), hidden_sizes, activation)
-    return GaussianMLPPolicy(obs_dim, action_space.shape[0], hidden_sizes, activation, init_log_std)
+    action_range = None
+    if action_scaling == "range":
+        if not (np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()):
+            raise ValueError(
+                f"policy.action_scaling: range needs a bounded action space, got {action_space}; "
+                "use action_scaling: none"
+            )
+        action_range = (action_space.low, action_space.high)
+    elif action_scaling != "none":
+        raise ValueError(f"action_scaling must be none or range, got {action_scaling!r}")
+    return GaussianMLPPolicy(
+        obs_dim, action_space.shape[0], hidden_sizes, activation, init_log_std, action_range
+    )
 
 
 def check_supported_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:

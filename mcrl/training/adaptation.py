@@ -92,13 +92,18 @@ class AdaptedPolicy:
     spaces: dict[str, Any]
     hidden_sizes: tuple[int, ...]
     activation: str
+    action_scaling: str = "none"
     returns: list[float] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         observation_space, self.action_space = spaces_from_description(self.spaces)
         self.policy = make_policy(
-            observation_space, self.action_space, self.hidden_sizes, self.activation
+            observation_space,
+            self.action_space,
+            self.hidden_sizes,
+            self.activation,
+            action_scaling=self.action_scaling,
         )
         self._tensors = {k: torch.as_tensor(np.asarray(v)) for k, v in self.params.items()}
 
@@ -135,6 +140,7 @@ class AdaptedPolicy:
                 "spaces": self.spaces,
                 "hidden_sizes": list(self.hidden_sizes),
                 "activation": self.activation,
+                "action_scaling": self.action_scaling,
                 "returns": list(self.returns),
                 "info": self.info,
             },
@@ -159,6 +165,7 @@ class AdaptedPolicy:
                 spaces=state["spaces"],
                 hidden_sizes=tuple(state["hidden_sizes"]),
                 activation=state["activation"],
+                action_scaling=state.get("action_scaling", "none"),  # older files: unscaled
                 returns=state["returns"],
                 info=state["info"],
             )
@@ -209,7 +216,9 @@ class MetaPolicy:
         self, params: dict[str, np.ndarray], spaces: dict[str, Any], **extra: Any
     ) -> AdaptedPolicy:
         p = self.config.policy
-        return AdaptedPolicy(params, spaces, tuple(p.hidden_sizes), p.activation, **extra)
+        return AdaptedPolicy(
+            params, spaces, tuple(p.hidden_sizes), p.activation, p.action_scaling, **extra
+        )
 
     def initial(self) -> AdaptedPolicy:
         """θ itself, before any adaptation, as a fixed policy."""

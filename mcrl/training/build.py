@@ -38,7 +38,12 @@ def build_policy(config: TrainConfig, family: TaskFamily) -> MLPPolicy:
     torch.manual_seed(config.seed)
     p = config.policy
     return make_policy(
-        observation_space, action_space, p.hidden_sizes, p.activation, p.init_log_std
+        observation_space,
+        action_space,
+        p.hidden_sizes,
+        p.activation,
+        p.init_log_std,
+        p.action_scaling,
     )
 
 

@@ -159,6 +159,12 @@ class Trainer:
                 raise ConfigError(
                     f"cannot resume: the checkpoint has {key}={had!r}, the config {key}={getattr(self.config, key)!r}"
                 )
+        had = saved.get("policy", {}).get("action_scaling", "none")
+        if had != self.config.policy.action_scaling:
+            raise ConfigError(
+                f"cannot resume: the checkpoint has policy.action_scaling={had!r}, the config "
+                f"policy.action_scaling={self.config.policy.action_scaling!r}"
+            )
         current = policy.state_dict()
         for name, tensor in state["learner"]["policy"].items():
             if name not in current or current[name].shape != tensor.shape:
