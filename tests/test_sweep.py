@@ -146,6 +146,13 @@ def test_cli_bad_input_exits_2_in_one_line_and_writes_nothing(tmp_path):
     result = run_mcrl("sweep", str(good), "--out", "out", "--resume", cwd=tmp_path)
     assert result.returncode == 2 and "no sweep to resume" in result.stderr
 
+    # A trial bigger than the whole (embedded) cluster would wait forever.
+    big = write_sweep(tmp_path / "big.yaml", set=TINY | {"learner.num_threads": 64})
+    result = run_mcrl("sweep", str(big), "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "needs 64 CPUs but the Ray cluster has" in result.stderr
+    assert not (tmp_path / "out").exists()
+
 
 def test_without_ray_tune_the_error_names_the_extra(tmp_path):
     sweep = write_sweep(tmp_path / "s.yaml")
