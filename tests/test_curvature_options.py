@@ -142,3 +142,43 @@ def test_a_checkpoint_from_before_these_options_loads_and_resumes(tmp_path, caps
     assert main(["train", str(config), "--out", str(run), "--resume", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "cannot resume: the checkpoint has curvature_parametrization='free'" in err
+
+
+def test_the_multi_step_loss_averages_the_loss_after_every_step():
+    from mcrl.meta.losses import outer_loss
+
+    policy, pre, pre2, post = tiny_data()
+    objectives = {
+        multi: MetaObjective(
+            policy,
+            curvature_for(TrainConfig(inner_steps=2), policy.params()).double(),
+            TrainConfig(inner_lr=0.5, inner_steps=2, multi_step_loss=multi),
+        )
+        for multi in (False, True)
+    }
+    theta = policy.params()
+    first = objectives[True].first_step(theta, pre, create_graph=True)
+    after = objectives[True].adapt_steps(theta, [pre, pre2], first)
+    each = [outer_loss(policy, a, d, 0.2).mean() for a, d in zip(after, [pre2, post], strict=True)]
+    torch.testing.assert_close(
+        objectives[True].outer(theta, [pre, pre2], post, first), sum(each) / 2
+    )
+    torch.testing.assert_close(objectives[False].outer(theta, [pre, pre2], post, first), each[1])
+    # With one inner step there is one loss: the option changes nothing.
+    single = [
+        MetaObjective(
+            policy,
+            objectives[m].curvature,
+            dataclasses.replace(objectives[m].config, inner_steps=1),
+        )
+        for m in (False, True)
+    ]
+    one_step = [o.outer(theta, [pre], pre2, first) for o in single]
+    torch.testing.assert_close(one_step[0], one_step[1])
+
+
+def test_the_multi_step_loss_trains_and_refuses_trpo(tmp_path):
+    trainer = mcrl.train(tiny_config("inner_steps=2", "multi_step_loss=true"), tmp_path)
+    assert torch.isfinite(torch.tensor(trainer.latest_eval["returns"])).all()
+    with pytest.raises(ValueError, match="'multi_step_loss' = true needs outer: ppo"):
+        tiny_config("multi_step_loss=true", "outer=trpo")

@@ -148,6 +148,10 @@ class TrainConfig:
     learn_inner_lr: bool = False
     """Learn one step size per inner step, α_k = inner_lr·exp(s_k) with s_k starting at 0,
     updated with C (MAML++); adapting beyond ``inner_steps`` reuses the last one."""
+    multi_step_loss: bool = False
+    """Meta-train on the return after every inner step, not only the last: the outer loss is
+    the mean over steps k of the loss of the parameters after k steps on the episodes they
+    sampled (MAML++'s multi-step loss; ``ppo`` outer step only)."""
     meta_lr: float = positive(1e-3)
     """Adam step size of the θ-step."""
     curvature_lr: float = positive(1e-3)
@@ -310,6 +314,11 @@ def _check_cross_field(config: Any, prefix: str) -> None:
         and config.episodes_per_task < 2
     ):
         raise ConfigError("config key 'alignment_estimator' = split needs episodes_per_task >= 2")
+    if isinstance(config, TrainConfig) and config.outer == "trpo" and config.multi_step_loss:
+        raise ConfigError(
+            "config key 'multi_step_loss' = true needs outer: ppo (TRPO's step is on the last "
+            "adaptation step's episodes)"
+        )
     if isinstance(config, TrainConfig) and config.outer == "trpo" and config.schedule == "joint":
         raise ConfigError(
             "config key 'outer' = trpo needs schedule: alternate (the C-step stays an Adam step)"

@@ -154,26 +154,42 @@ class MetaObjective(nn.Module):
         """The inner gradients at θ on the pre-adaptation episodes."""
         return self.inner_grads(per_task(theta, data.num_tasks), data, create_graph=create_graph)
 
-    def adapt(
+    def adapt_steps(
         self, theta: Params, pre: Sequence[TaskTensors], first: InnerGradients
-    ) -> dict[str, Tensor]:
-        """Each task's parameters [T, ...] after ``len(pre)`` adaptation steps from θ."""
+    ) -> list[dict[str, Tensor]]:
+        """Each task's parameters [T, ...] after each of ``len(pre)`` adaptation steps from θ."""
         second_order = not self.config.first_order
         params = per_task(theta, pre[0].num_tasks)
-        step = first
+        step, after = first, []
         for k, data in enumerate(pre):
             if k > 0:
                 step = self.inner_grads(params, data, create_graph=second_order)
             grads = step.grads if second_order else step.detached().grads
             params = adapt(params, grads, self.curvature, self.config.inner_lr, step=k)
-        return params
+            after.append(params)
+        return after
+
+    def adapt(
+        self, theta: Params, pre: Sequence[TaskTensors], first: InnerGradients
+    ) -> dict[str, Tensor]:
+        """Each task's parameters [T, ...] after ``len(pre)`` adaptation steps from θ."""
+        return self.adapt_steps(theta, pre, first)[-1]
 
     def outer(
         self, theta: Params, pre: Sequence[TaskTensors], post: TaskTensors, first: InnerGradients
     ) -> Tensor:
-        """Mean post-adaptation loss L_out over tasks."""
-        adapted = self.adapt(theta, pre, first)
-        return outer_loss(self.policy, adapted, post, self.config.clip_ratio).mean()
+        """Mean post-adaptation loss L_out over tasks; with ``multi_step_loss``, the mean over
+        every adaptation step k of the loss of the parameters after k steps on the episodes
+        they sampled (``pre[k]`` before the last step, ``post`` after it)."""
+        after = self.adapt_steps(theta, pre, first)
+        if not self.config.multi_step_loss:
+            return outer_loss(self.policy, after[-1], post, self.config.clip_ratio).mean()
+        sampled_by = [*pre[1:], post]  # the episodes the parameters after step k+1 sampled
+        losses = [
+            outer_loss(self.policy, params, data, self.config.clip_ratio).mean()
+            for params, data in zip(after, sampled_by, strict=True)
+        ]
+        return torch.stack(losses).mean()
 
     def forward(
         self,
