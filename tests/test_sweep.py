@@ -378,3 +378,19 @@ def test_on_a_two_node_cluster_trials_run_on_both_nodes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     nodes = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(nodes) == 2 and len(set(nodes)) == 2
+
+
+def test_a_sweep_recorded_before_a_config_key_existed_still_resumes(tmp_path):
+    from mcrl.sweeps.runner import SWEEP_FILE, check_sweep_dir, sweep_record
+
+    spec = load_sweep(write_sweep(tmp_path / "s.yaml", seeds=[0, 1]))
+    record = sweep_record(spec, spec.trials())
+    for trial in record["trials"]:
+        del trial["config"]["multi_step_loss"]  # as an older mcrl wrote it: the default applies
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / SWEEP_FILE).write_text(json.dumps(record))
+    assert check_sweep_dir(spec, tmp_path / "out", resume=True) == spec.trials()
+    record["trials"][0]["config"]["inner_lr"] = 0.5  # a trial that really differs
+    (tmp_path / "out" / SWEEP_FILE).write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match="holds a different sweep"):
+        check_sweep_dir(spec, tmp_path / "out", resume=True)
