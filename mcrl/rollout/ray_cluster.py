@@ -45,11 +45,13 @@ def connect_ray(
     num_cpus: int | None = None,
     object_store_mb: int = 512,
     dashboard: bool = False,
+    log_to_driver: bool = True,
 ) -> bool:
     """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start an embedded Ray.
 
     Returns whether this call started Ray. An embedded Ray gets a bounded object store and no
-    dashboard unless asked; a cluster's own resources are never overridden.
+    dashboard unless asked; a cluster's own resources are never overridden. ``log_to_driver``:
+    whether the output of Ray's worker processes is printed here too.
     """
     address = cluster_address(address)
     if not address:
@@ -63,7 +65,7 @@ def connect_ray(
     if address:
         if address != "auto" and not address.startswith("ray://"):
             _check_reachable(address)
-        ray.init(address=address, logging_level="WARNING", log_to_driver=True)
+        ray.init(address=address, logging_level="WARNING", log_to_driver=log_to_driver)
     else:
         global _started_embedded
         logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
@@ -75,6 +77,7 @@ def connect_ray(
             include_dashboard=dashboard,
             object_store_memory=object_store_mb * 2**20,
             logging_level="WARNING",
+            log_to_driver=log_to_driver,
         )
         _started_embedded = True
     return True

@@ -278,7 +278,9 @@ def run_sweep(
     trials = check_sweep_dir(spec, sweep_dir, resume=resume)
     pending = [t for t in trials if trial_status(sweep_dir, t)["status"] not in DONE]
     if pending:
-        connect_ray(ray_address)
+        # Trials log to their own files under tune/ (a worker's exit noise included); the
+        # driver prints one line per event.
+        connect_ray(ray_address, log_to_driver=False)
         import ray
 
         check_fits(pending, ray.cluster_resources())
