@@ -63,3 +63,22 @@ def test_a_scaled_run_trains_and_resuming_it_unscaled_is_refused(tmp_path):
     assert mcrl.load(tmp_path).initial().action_scaling == "range"
     with pytest.raises(ConfigError, match="checkpoint has policy.action_scaling='range'"):
         mcrl.train(tiny_config("iterations=3"), tmp_path, resume=True)
+
+
+def test_sb3_export_of_a_discrete_policy_ignores_range_scaling():
+    from mcrl.cli.sb3 import env_unit_params
+    from mcrl.common.policies import describe_spaces, params_to_numpy
+
+    cartpole = gym.make("CartPole-v1")
+    policy = mcrl.make_policy(cartpole.observation_space, cartpole.action_space, (8,))
+    adapted = mcrl.AdaptedPolicy(
+        params_to_numpy(policy.params()),
+        describe_spaces(cartpole.observation_space, cartpole.action_space),
+        (8,),
+        "tanh",
+        "range",
+    )
+    exported = env_unit_params(adapted)
+    assert exported.keys() == adapted.params.keys()
+    for name, value in adapted.params.items():
+        np.testing.assert_array_equal(exported[name], value)

@@ -72,13 +72,14 @@ def env_unit_params(policy: AdaptedPolicy) -> dict[str, np.ndarray]:
     """The parameters with the action scaling folded into the head and log-std: SB3 acts in
     the env's own units (an affine map of the mean is an affine map of the head)."""
     params = {k: np.asarray(v) for k, v in policy.params.items()}
-    if policy.action_scaling != "range":
+    actor = policy.policy
+    if not getattr(actor, "scaled", False):  # unscaled, or discrete actions (never scaled)
         return params
-    low, high = policy.action_space.low, policy.action_space.high
-    middle, half_range = (high + low) / 2, (high - low) / 2
+    middle, log_half_range = actor.action_middle.numpy(), actor.log_half_range.numpy()
+    half_range = np.exp(log_half_range)
     params["head.weight"] = half_range[:, None] * params["head.weight"]
     params["head.bias"] = middle + half_range * params["head.bias"]
-    params["log_std"] = params["log_std"] + np.log(half_range)
+    params["log_std"] = params["log_std"] + log_half_range
     return params
 
 
