@@ -67,6 +67,14 @@ def tensorboard_tag(column: str) -> str:
     return column.replace("_", "/", 1)
 
 
+def _lookup(config: dict[str, Any], dotted_key: str, missing: Any = None) -> Any:
+    """``config["policy"]["action_scaling"]`` for ``"policy.action_scaling"``."""
+    *sections, key = dotted_key.split(".")
+    for section in sections:
+        config = config.get(section, {})
+    return config.get(key, missing)
+
+
 def task_seed(seed: int, iteration: int) -> int:
     return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0])
 
@@ -144,27 +152,26 @@ class Trainer:
         return state
 
     def _check_compatible(self, state: dict[str, Any], policy: MLPPolicy) -> None:
-        saved = state["config"]
-        # What C holds: a checkpoint from before a key existed has its default.
-        defaults = {"curvature_parametrization": "free", "learn_inner_lr": False}
+        saved, wanted = state["config"], to_dict(self.config)
+        # What θ and C mean: a checkpoint from before a key existed has the behaviour of then.
+        before_the_key = {
+            "curvature_parametrization": "free",
+            "learn_inner_lr": False,
+            "policy.action_scaling": "none",
+        }
         for key in (
             "family",
             "curvature",
             "schedule",
             "curvature_parametrization",
             "learn_inner_lr",
+            "policy.action_scaling",
         ):
-            had = saved.get(key, defaults.get(key))
-            if had != getattr(self.config, key):
+            had, now = _lookup(saved, key, before_the_key.get(key)), _lookup(wanted, key)
+            if had != now:
                 raise ConfigError(
-                    f"cannot resume: the checkpoint has {key}={had!r}, the config {key}={getattr(self.config, key)!r}"
+                    f"cannot resume: the checkpoint has {key}={had!r}, the config {key}={now!r}"
                 )
-        had = saved.get("policy", {}).get("action_scaling", "none")
-        if had != self.config.policy.action_scaling:
-            raise ConfigError(
-                f"cannot resume: the checkpoint has policy.action_scaling={had!r}, the config "
-                f"policy.action_scaling={self.config.policy.action_scaling!r}"
-            )
         current = policy.state_dict()
         for name, tensor in state["learner"]["policy"].items():
             if name not in current or current[name].shape != tensor.shape:
