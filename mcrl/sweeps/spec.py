@@ -86,7 +86,8 @@ class SweepSpec:
     """A parsed, checked sweep file."""
 
     path: Path
-    base: Path
+    base_config: dict[str, Any]
+    """The base training config file's keys, read once."""
     overrides: list[str]
     grid: dict[str, list[Any]]
     seeds: list[int]
@@ -179,9 +180,8 @@ def _short(value: Any) -> str:
 
 
 def _build(spec: SweepSpec, overrides: list[str], where: str) -> TrainConfig:
-    base = read_yaml_mapping(spec.base, "base config")
     try:
-        return from_dict(TrainConfig, apply_overrides(base, overrides))
+        return from_dict(TrainConfig, apply_overrides(spec.base_config, overrides))
     except ConfigError as exc:
         raise ConfigError(f"sweep file {str(spec.path)!r}, configuration {where}: {exc}") from None
 
@@ -221,7 +221,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise FileNotFoundError(f"{where}: base config {str(base)!r} does not exist")
     spec = SweepSpec(
         path=path,
-        base=base,
+        base_config=read_yaml_mapping(base, "base config"),
         overrides=_overrides(where, data.get("set", {})),
         grid=_grid(where, data.get("grid", {})),
         variants=_variants(where, data.get("variants", {})),
