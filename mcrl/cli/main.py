@@ -260,8 +260,9 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
     _, markdown = summarize(out)
     console.print(markdown, highlight=False)
     console.print(f"summary: {out / 'summary.md'}, {out / 'summary.csv'}", highlight=False)
-    failed = [t.name for t in trials if trial_status(out.resolve(), t)["status"] == "failed"]
-    unfinished = [t.name for t in trials if trial_status(out.resolve(), t)["status"] == "pending"]
+    statuses = {t.name: trial_status(out.resolve(), t)["status"] for t in trials}
+    failed = [name for name, status in statuses.items() if status == "failed"]
+    unfinished = [name for name, status in statuses.items() if status == "pending"]
     if unfinished:
         print(
             f"mcrl: {len(unfinished)} trials did not end; continue with: mcrl sweep "
