@@ -28,7 +28,7 @@ import yaml
 from mcrl.rollout.ray_cluster import shutdown_embedded_ray
 from mcrl.sweeps.runner import run_sweep
 from mcrl.sweeps.spec import load_sweep
-from mcrl.sweeps.summary import mean_and_t95, summarize
+from mcrl.sweeps.summary import format_mean_ci, mean_and_t95, summarize
 
 HERE = Path(__file__).parent
 CONFIGS = {
@@ -134,10 +134,6 @@ def baseline(family: str, kind: str, seed: int, root: Path) -> None:
             (run_dir / "failed.json").write_text(json.dumps({"command": command, "error": error}))
 
 
-def cell(mean: float, ci: float) -> str:
-    return f"{mean:.1f}" if math.isnan(ci) else f"{mean:.1f} ± {ci:.1f}"
-
-
 def sweep_rows(root: Path, family: str) -> list[dict]:
     """The family's sweep summary (one row per variant), written beside its trials."""
     if not (root / family / "sweep.json").exists():
@@ -220,7 +216,7 @@ def table(root: Path) -> str:
             cols = []
             for split in ("test", "ood"):
                 missing = f"no {split} split" if row.get(f"{split}_unavailable") else "–"
-                cols.append(" / ".join(cell(m, c) for m, c in row[split]) or missing)
+                cols.append(" / ".join(format_mean_ci(m, c) for m, c in row[split]) or missing)
             steps = "–" if math.isnan(row["env_steps"]) else f"{row['env_steps']:,.0f}"
             wall = "–" if math.isnan(row["wall_s"]) else f"{row['wall_s']:.0f}"
             seeds = row.get("finished", row["seeds"])

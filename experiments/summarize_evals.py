@@ -7,16 +7,14 @@ t-interval over seeds, from ``RESULTS/VARIANT/seedN/eval_{test,ood}.json``.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
-from mcrl.sweeps.summary import mean_and_t95
+from mcrl.sweeps.summary import format_mean_ci, mean_and_t95
 
 
 def mean_ci(values: list[float]) -> str:
-    mean, ci = mean_and_t95(values)
-    return f"{mean:.1f}" if math.isnan(ci) else f"{mean:.1f} ± {ci:.1f}"
+    return format_mean_ci(*mean_and_t95(values))
 
 
 def main(results: Path) -> None:

@@ -102,7 +102,7 @@ def _markdown(rows: list[dict[str, Any]], keys: list[str], splits: list[str]) ->
             steps = [k for k in range(100) if f"{split}_return_{k}" in row]
             cells.append(
                 " / ".join(
-                    _format(row[f"{split}_return_{k}"], row[f"{split}_return_{k}_ci95"])
+                    format_mean_ci(row[f"{split}_return_{k}"], row[f"{split}_return_{k}_ci95"])
                     for k in steps
                 )
                 or "–"
@@ -114,7 +114,8 @@ def _markdown(rows: list[dict[str, Any]], keys: list[str], splits: list[str]) ->
     return "\n".join(lines) + "\n\nMean over seeds ± 95% t-interval over seeds.\n"
 
 
-def _format(mean: float, ci: float) -> str:
+def format_mean_ci(mean: float, ci: float) -> str:
+    """``mean ± ci`` to one decimal (the mean alone where there is no interval)."""
     return f"{mean:.1f}" if math.isnan(ci) else f"{mean:.1f} ± {ci:.1f}"
 
 
