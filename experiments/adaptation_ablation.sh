@@ -18,7 +18,8 @@ for variant in two_steps_learned_lr two_steps_learned_lr_pd; do
     resume=""; [ -f "$run/checkpoints/latest.pt" ] && resume="--resume"
     # shellcheck disable=SC2086
     mcrl train experiments/navigation2d.yaml --out "$run" $resume --no-progress \
-      --set iterations="$ITERATIONS" --set seed="$seed" --set eval_every=50 ${VARIANTS[$variant]}
+      --set iterations="$ITERATIONS" --set seed="$seed" --set eval_every=50 \
+      --set policy.action_scaling=none ${VARIANTS[$variant]}  # the env's units, as when it ran
     mcrl evaluate "$run" --split test --tasks 40 --steps 5 --json > "$run/eval_test.json"
     mcrl evaluate "$run" --split ood --tasks 40 --steps 5 --json > "$run/eval_ood.json"
     mkdir -p "$keep/checkpoints"

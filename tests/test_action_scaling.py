@@ -62,7 +62,16 @@ def test_a_scaled_run_trains_and_resuming_it_unscaled_is_refused(tmp_path):
     assert np.isfinite(trainer.latest_eval["returns"]).all()
     assert mcrl.load(tmp_path).initial().action_scaling == "range"
     with pytest.raises(ConfigError, match="checkpoint has policy.action_scaling='range'"):
-        mcrl.train(tiny_config("iterations=3"), tmp_path, resume=True)
+        mcrl.train(tiny_config("iterations=3", "policy.action_scaling=none"), tmp_path, resume=True)
+    # auto is range on Navigation2D's bounded actions: the same policy, so it resumes.
+    mcrl.train(tiny_config("iterations=3", "policy.action_scaling=auto"), tmp_path, resume=True)
+
+
+def test_auto_scaling_is_range_for_bounded_actions_and_env_units_otherwise():
+    unbounded = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
+    assert mcrl.make_policy(OBS, SPACE, action_scaling="auto").scaled
+    assert not mcrl.make_policy(OBS, unbounded, action_scaling="auto").scaled
+    assert tiny_config().policy.action_scaling == "auto"  # the default
 
 
 def test_sb3_export_of_a_discrete_policy_ignores_range_scaling():

@@ -1,8 +1,17 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from mcrl.meta.advantages import LinearFeatureBaseline, discounted_returns, gae
+import mcrl
+from mcrl.meta.advantages import (
+    LinearFeatureBaseline,
+    compute_advantages,
+    discounted_returns,
+    gae,
+)
+from mcrl.rollout.episodes import EpisodeBatch
+from tests.conftest import tiny_config
 
 
 def test_gae_matches_a_hand_computed_example():
@@ -38,3 +47,48 @@ def test_the_baseline_reduces_advantage_variance():
     with_baseline = gae(rewards, baseline.predict(obs), mask, 0.99, 1.0)
     without = gae(rewards, np.zeros_like(rewards), mask, 0.99, 1.0)
     assert with_baseline.var() < 0.2 * without.var()
+
+
+def random_batch(seed: int = 2, horizon: int = 12, episodes: int = 4) -> EpisodeBatch:
+    rng = np.random.default_rng(seed)
+    mask = np.ones((horizon, episodes), np.float32)
+    mask[9:, 1] = 0.0  # one episode ends early
+    obs = rng.uniform(-1, 1, (horizon, episodes, 2)).astype(np.float32) * mask[..., None]
+    rewards = (3.0 * obs[..., 0] + 5.0 + rng.standard_normal((horizon, episodes))) * mask
+    return EpisodeBatch(
+        task=None,
+        observations=obs,
+        actions=np.zeros((horizon, episodes, 1), np.float32),
+        rewards=rewards.astype(np.float32),
+        terminated=np.zeros((horizon, episodes), bool),
+        truncated=np.zeros((horizon, episodes), bool),
+        log_probs=np.zeros((horizon, episodes), np.float32),
+        mask=mask,
+    )
+
+
+def test_without_a_baseline_or_normalisation_advantages_are_the_returns_to_go():
+    batch = random_batch()
+    raw = compute_advantages(batch, 0.9, 1.0, baseline="none", normalized=False)
+    np.testing.assert_allclose(raw, discounted_returns(batch.rewards, batch.mask, 0.9), rtol=1e-5)
+
+
+@pytest.mark.parametrize("baseline", ["linear", "none"])
+def test_normalised_advantages_have_zero_mean_and_unit_std_over_real_steps(baseline):
+    batch = random_batch()
+    valid = batch.mask.astype(bool)
+    normalized = compute_advantages(batch, 0.9, 0.95, baseline=baseline)[valid]
+    assert abs(normalized.mean()) < 1e-5 and abs(normalized.std() - 1) < 1e-4
+    raw = compute_advantages(batch, 0.9, 0.95, baseline=baseline, normalized=False)[valid]
+    assert abs(raw.std() - 1) > 0.1  # so the check above can fail
+
+
+def test_the_learner_uses_the_configured_baseline_and_normalisation(tmp_path):
+    config = tiny_config("baseline=none", "normalize_advantages=false", "iterations=1")
+    trainer = mcrl.train(config, tmp_path)
+    batch = random_batch()
+    prepared = trainer.learner.prepare([batch]).advantages[0].numpy()
+    expected = compute_advantages(
+        batch, config.gamma, config.gae_lambda, baseline="none", normalized=False
+    )
+    np.testing.assert_allclose(prepared, expected.reshape(-1), rtol=1e-6)

@@ -114,7 +114,8 @@ def test_bench_e2e_reports_seconds_per_iteration_and_peak_memory(capsys, tmp_pat
     assert result["seconds_per_iteration"] > 0 and result["iterations"] == 2
     assert result["seconds_min"] <= result["seconds_per_iteration"] <= result["seconds_max"]
     assert result["outer"] == "trpo" and result["backend"] == "local"
-    assert 0 < result["env_steps_per_iteration"] <= 2 * 2 * 2 * 10  # 2 phases of 2 x 2 x 10
+    # before and after each of the 2 default inner steps: 3 phases of 2 tasks x 2 episodes x 10
+    assert 0 < result["env_steps_per_iteration"] <= 3 * 2 * 2 * 10
     assert 100 < result["peak_rss_mb"] < 10_000
     assert {"time_sample_pre", "time_meta_step", "command"} <= set(result)
 

@@ -123,25 +123,39 @@ def test_learned_step_sizes_train_are_logged_and_reach_evaluation(tmp_path):
 
 def test_a_checkpoint_from_before_these_options_loads_and_resumes(tmp_path, capsys):
     run = tmp_path / "run"
-    mcrl.train(tiny_config("iterations=1"), run)
+    before = (
+        "learn_inner_lr=false",
+        "policy.action_scaling=none",
+        "curvature_parametrization=free",
+    )
+    mcrl.train(tiny_config("iterations=1", *before), run)
     path = run / "checkpoints" / "latest.pt"
     state = torch.load(path, weights_only=True)
-    for key in ("curvature_parametrization", "learn_inner_lr"):  # as written before they existed
+    # As written before these keys existed: they mean what mcrl did then, not today's defaults.
+    for key in ("curvature_parametrization", "learn_inner_lr"):
         del state["config"][key]
+    del state["config"]["policy"]["action_scaling"]
     torch.save(state, path)
-    assert mcrl.load(run).config.curvature_parametrization == "free"
+    loaded = mcrl.load(run)
+    assert loaded.config.curvature_parametrization == "free"
+    assert loaded.config.learn_inner_lr is False
+    assert loaded.config.policy.action_scaling == "none"
+    assert not loaded.learner.policy.scaled and loaded.initial().action_scaling == "none"
     config = tmp_path / "c.yaml"
     base = yaml.safe_load((run / "config.yaml").read_text())
     base["iterations"] = 2
     config.write_text(yaml.safe_dump(base))
     assert main(["train", str(config), "--out", str(run), "--resume", "--no-progress"]) == 0
-    # Switching the parametrization of a run's C is refused in one line.
-    base["iterations"] = 3
-    base["curvature_parametrization"] = "pd"
-    config.write_text(yaml.safe_dump(base))
-    assert main(["train", str(config), "--out", str(run), "--resume", "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert "cannot resume: the checkpoint has curvature_parametrization='free'" in err
+    # Switching what a run's θ and C mean is refused in one line, today's defaults included.
+    for key, value, said in [
+        ("curvature_parametrization", "pd", "curvature_parametrization='free'"),
+        ("learn_inner_lr", True, "learn_inner_lr=False"),
+    ]:
+        config.write_text(yaml.safe_dump(base | {"iterations": 3, key: value}))
+        assert main(["train", str(config), "--out", str(run), "--resume", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot resume: the checkpoint has {said}" in err
+        assert len(err.strip().splitlines()) == 1
 
 
 def test_the_multi_step_loss_averages_the_loss_after_every_step():

@@ -17,11 +17,13 @@ import mcrl
 from tests.conftest import tiny_config
 
 GOLDEN = Path(__file__).parent / "golden"
+# Recorded before the adaptation defaults changed; these keys keep them what they were.
+BEFORE_ADAPTATION_DEFAULTS = ("inner_steps=1", "learn_inner_lr=false", "policy.action_scaling=none")
 RUNS = {
-    # second order, Kronecker C, two inner steps, the alignment loss, PPO outer step
+    # second order, Kronecker C, the alignment loss, PPO outer step, with the adaptation
+    # defaults (two inner steps with learned step sizes, the policy in units of the action range)
     "navigation_kronecker": (
         "curvature=kronecker",
-        "inner_steps=2",
         "alignment_weight=0.001",
         "outer_epochs=3",
         "iterations=3",
@@ -37,6 +39,7 @@ RUNS = {
         "fisher_episode_fraction=0.5",
         "iterations=2",
         "eval_every=2",
+        *BEFORE_ADAPTATION_DEFAULTS,
     ),
     # first order, joint schedule, DiCE inner loss, CartPole's categorical policy
     "cartpole_first_order_joint": (
@@ -46,6 +49,7 @@ RUNS = {
         "inner_estimator=dice",
         "iterations=3",
         "eval_every=3",
+        *BEFORE_ADAPTATION_DEFAULTS,
     ),
 }
 

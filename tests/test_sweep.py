@@ -394,3 +394,28 @@ def test_a_sweep_recorded_before_a_config_key_existed_still_resumes(tmp_path):
     (tmp_path / "out" / SWEEP_FILE).write_text(json.dumps(record))
     with pytest.raises(ConfigError, match="holds a different sweep"):
         check_sweep_dir(spec, tmp_path / "out", resume=True)
+
+
+@pytest.mark.parametrize(("learn_inner_lr", "same_sweep"), [(False, True), (None, False)])
+def test_a_recorded_trial_without_a_key_ran_with_its_value_from_before_the_key(
+    tmp_path, learn_inner_lr, same_sweep
+):
+    """A trial recorded before ``learn_inner_lr`` existed ran without learned step sizes: it is
+    the same trial as one that sets it false, not as one at today's default (true)."""
+    from mcrl.sweeps.runner import SWEEP_FILE, check_sweep_dir, sweep_record
+
+    keys = {} if learn_inner_lr is None else {"grid": {"learn_inner_lr": [learn_inner_lr]}}
+    spec = load_sweep(write_sweep(tmp_path / "s.yaml", **keys))
+    record = sweep_record(spec, spec.trials())
+    for trial in record["trials"]:
+        trial["config"]["learn_inner_lr"] = False
+    recorded_before = json.loads(json.dumps(record))
+    for trial in recorded_before["trials"]:
+        del trial["config"]["learn_inner_lr"]
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / SWEEP_FILE).write_text(json.dumps(recorded_before))
+    if same_sweep:
+        assert check_sweep_dir(spec, tmp_path / "out", resume=True) == spec.trials()
+    else:
+        with pytest.raises(ConfigError, match="holds a different sweep"):
+            check_sweep_dir(spec, tmp_path / "out", resume=True)

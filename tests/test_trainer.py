@@ -110,13 +110,14 @@ def test_run_directory_has_every_file(tmp_path):
         "time_meta_step",
         "eval_return_0",
         "eval_return_1",
+        "eval_return_2",  # after 0..inner_steps steps (2 by default)
     }
     assert expected <= set(rows[0])
     state = load_checkpoint(run)
     assert state["iteration"] == 1 and (run / "checkpoints" / "iteration_000000.pt").is_file()
     evaluation = json.loads((run / "eval.json").read_text())
     assert (
-        len(evaluation["returns"]) == len(evaluation["ci95"]) == 2 and evaluation["split"] == "test"
+        len(evaluation["returns"]) == len(evaluation["ci95"]) == 3 and evaluation["split"] == "test"
     )
     affinity = np.load(run / "affinity" / "iteration_000001.npz")
     assert affinity["affinity"].shape == (3, 3) and len(affinity["task_params"]) == 3

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mcrl.common.config import TrainConfig, from_dict  # noqa: E402
+from mcrl.common.config import from_saved_dict  # noqa: E402
 from mcrl.meta.curvature import Curvature  # noqa: E402
 from mcrl.meta.learner import curvature_for  # noqa: E402
 from mcrl.training.checkpoints import load_checkpoint  # noqa: E402
@@ -172,7 +172,7 @@ def plot_run(
     if kind == "identity":
         skipped.append("curvature.png: the run's curvature is 'identity' (MAML): nothing learned")
     else:
-        config = from_dict(TrainConfig, state["config"])
+        config = from_saved_dict(state["config"])
         curvature = curvature_for(config, state["learner"]["policy"])
         curvature.load_state_dict(state["learner"]["curvature"])
         written.append(plot_curvature(curvature, out / "curvature.png"))

@@ -6,6 +6,7 @@ raise :class:`ConfigError` naming the key and what would be valid.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -60,10 +61,11 @@ class PolicyConfig:
     """Hidden-layer nonlinearity."""
     init_log_std: float = 0.0
     """Initial log standard deviation of Gaussian policies (state-independent)."""
-    action_scaling: Literal["none", "range"] = "none"
+    action_scaling: Literal["auto", "none", "range"] = "auto"
     """Units of a Gaussian policy's mean and σ: the env's own (``none``; actions beyond the
     action space are clipped), or half the action range around its middle (``range``), so that
-    ``init_log_std`` means the same in every family (σ = half the range at 0)."""
+    ``init_log_std`` means the same in every family (σ = half the range at 0). ``auto``: range
+    when every action dimension is bounded, none otherwise."""
 
 
 @dataclass
@@ -134,7 +136,7 @@ class TrainConfig:
     """Run seed: θ's initialisation, task sampling and every episode's randomness derive from it."""
     inner_lr: float = positive(0.1)
     """α: step size of the adaptation step θ' = θ − α·C(∇L_in)."""
-    inner_steps: int = positive(1)
+    inner_steps: int = positive(2)
     """Adaptation steps; fresh episodes are sampled with each intermediate θ'."""
     first_order: bool = False
     """Drop the second-order terms (do not differentiate through the inner gradient)."""
@@ -145,7 +147,7 @@ class TrainConfig:
     curvature_parametrization: Literal["free", "pd"] = "free"
     """Kronecker factors as free matrices, or positive definite (M = L·Lᵀ + 0.01·I, starting
     at I): every adaptation step is then a descent direction."""
-    learn_inner_lr: bool = False
+    learn_inner_lr: bool = True
     """Learn one step size per inner step, α_k = inner_lr·exp(s_k) with s_k starting at 0,
     updated with C (MAML++); adapting beyond ``inner_steps`` reuses the last one."""
     multi_step_loss: bool = False
@@ -188,6 +190,12 @@ class TrainConfig:
     """Discount factor of the advantages."""
     gae_lambda: float = check(_unit_interval, "in [0, 1]", 1.0)
     """GAE λ."""
+    baseline: Literal["linear", "none"] = "linear"
+    """Value baseline of the advantages: a linear fit on (obs, obs², t, t², t³) refit on each
+    task's own episodes (Duan et al. 2016, as MAML-RL and ProMP), or none (returns-to-go)."""
+    normalize_advantages: bool = True
+    """Standardise each task's advantages (zero mean, unit std over its episodes) in the inner
+    and outer losses; without, the size of an adaptation step scales with the rewards."""
     checkpoint_every: int = positive(25)
     """Iterations between checkpoints (one is also written at the end and on Ctrl-C)."""
     log_every: int = positive(10)
@@ -367,6 +375,29 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             node = child
         node[parts[-1]] = value
     return data
+
+
+# What a config saved by an earlier mcrl (a checkpoint, a run's config.yaml, a sweep record)
+# ran with for a key it lacks: the behaviour from before the key existed, not today's default.
+# A key whose default changes after it was added is always written, so it needs no entry.
+BEFORE_THE_KEY: dict[str, Any] = {
+    "curvature_parametrization": "free",
+    "learn_inner_lr": False,
+    "policy.action_scaling": "none",
+}
+
+
+def from_saved_dict(data: Mapping[str, Any]) -> TrainConfig:
+    """The TrainConfig that a saved config ran with (see :data:`BEFORE_THE_KEY`)."""
+    data = copy.deepcopy(dict(data))
+    for dotted_key, value in BEFORE_THE_KEY.items():
+        *sections, name = dotted_key.split(".")
+        node = data
+        for section in sections:
+            node = node.setdefault(section, {}) if isinstance(node, dict) else None
+        if isinstance(node, dict):  # not a mapping: from_dict says so
+            node.setdefault(name, value)
+    return from_dict(TrainConfig, data)
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:

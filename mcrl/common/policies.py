@@ -226,21 +226,22 @@ def make_policy(
 ) -> MLPPolicy:
     """The policy that fits an env's spaces: Gaussian for Box actions, categorical for Discrete.
     ``action_scaling="range"``: a Gaussian policy's mean and σ in units of half the action
-    range (see :class:`GaussianMLPPolicy`); a Discrete action space ignores it."""
+    range (see :class:`GaussianMLPPolicy`); ``"auto"``: range when the action space is bounded,
+    the env's units otherwise; a Discrete action space ignores it."""
     check_supported_spaces(observation_space, action_space)
     obs_dim = observation_space.shape[0]
     if isinstance(action_space, gym.spaces.Discrete):
         return CategoricalMLPPolicy(obs_dim, int(action_space.n), hidden_sizes, activation)
-    action_range = None
-    if action_scaling == "range":
-        if not (np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()):
-            raise ValueError(
-                f"policy.action_scaling: range needs a bounded action space, got {action_space}; "
-                "use action_scaling: none"
-            )
-        action_range = (action_space.low, action_space.high)
-    elif action_scaling != "none":
-        raise ValueError(f"action_scaling must be none or range, got {action_scaling!r}")
+    if action_scaling not in ("auto", "none", "range"):
+        raise ValueError(f"action_scaling must be auto, none or range, got {action_scaling!r}")
+    bounded = bool(np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all())
+    if action_scaling == "range" and not bounded:
+        raise ValueError(
+            f"policy.action_scaling: range needs a bounded action space, got {action_space}; "
+            "use action_scaling: none or auto"
+        )
+    scaled = action_scaling == "range" or (action_scaling == "auto" and bounded)
+    action_range = (action_space.low, action_space.high) if scaled else None
     return GaussianMLPPolicy(
         obs_dim, action_space.shape[0], hidden_sizes, activation, init_log_std, action_range
     )

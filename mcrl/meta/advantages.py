@@ -1,4 +1,4 @@
-"""Advantage estimation: GAE with a linear feature baseline refit per task."""
+"""Advantage estimation: GAE with a linear feature baseline refit per task (or none)."""
 
 from __future__ import annotations
 
@@ -85,13 +85,24 @@ def normalize(advantages: np.ndarray, mask: np.ndarray, eps: float = 1e-8) -> np
 
 
 def compute_advantages(
-    batch: EpisodeBatch, gamma: float, gae_lambda: float, *, normalized: bool = True
+    batch: EpisodeBatch,
+    gamma: float,
+    gae_lambda: float,
+    *,
+    baseline: str = "linear",
+    normalized: bool = True,
 ) -> np.ndarray:
-    """Per-task advantages ``[H, E]`` (float32): baseline refit on this batch, then GAE."""
-    returns = discounted_returns(batch.rewards, batch.mask, gamma)
-    baseline = LinearFeatureBaseline()
-    baseline.fit(batch.observations, returns, batch.mask)
-    values = baseline.predict(batch.observations) * batch.mask
+    """Per-task advantages ``[H, E]`` (float32): GAE against the ``baseline`` (``linear``:
+    :class:`LinearFeatureBaseline` refit on this batch; ``none``: zero), then standardised."""
+    if baseline == "linear":
+        returns = discounted_returns(batch.rewards, batch.mask, gamma)
+        fitted = LinearFeatureBaseline()
+        fitted.fit(batch.observations, returns, batch.mask)
+        values = fitted.predict(batch.observations) * batch.mask
+    elif baseline == "none":
+        values = np.zeros(batch.rewards.shape, dtype=np.float64)
+    else:
+        raise ValueError(f"baseline must be linear or none, got {baseline!r}")
     advantages = gae(batch.rewards, values, batch.mask, gamma, gae_lambda)
     if normalized:
         advantages = normalize(advantages, batch.mask)

@@ -256,8 +256,14 @@ class MetaLearner:
     # -- data and parameters -------------------------------------------------------------------
     def prepare(self, batches: Sequence[EpisodeBatch]) -> TaskTensors:
         """Advantages and tensors on the learner's device for one sampling phase."""
+        cfg = self.config
         return TaskTensors.from_batches(
-            batches, gamma=self.config.gamma, gae_lambda=self.config.gae_lambda, device=self.device
+            batches,
+            gamma=cfg.gamma,
+            gae_lambda=cfg.gae_lambda,
+            baseline=cfg.baseline,
+            normalize_advantages=cfg.normalize_advantages,
+            device=self.device,
         )
 
     def theta_numpy(self) -> dict[str, np.ndarray]:

@@ -27,7 +27,8 @@ class TaskTensors:
     """One phase's episodes of all tasks, on the learner's device.
 
     Observations are ``[T, H*E, obs_dim]`` with step index ``h*E + e``; ``log_probs`` are those
-    of the policy that sampled the episodes; ``advantages`` are normalised per task.
+    of the policy that sampled the episodes; ``advantages`` are per task (normalised unless
+    ``normalize_advantages`` is off).
     """
 
     observations: Tensor
@@ -45,6 +46,8 @@ class TaskTensors:
         *,
         gamma: float,
         gae_lambda: float,
+        baseline: str = "linear",
+        normalize_advantages: bool = True,
         device: torch.device | str = "cpu",
     ) -> TaskTensors:
         def stack(arrays: list[np.ndarray], dtype: torch.dtype) -> Tensor:
@@ -61,7 +64,13 @@ class TaskTensors:
             actions=stack([b.actions for b in batches], action_dtype),
             log_probs=stack([b.log_probs for b in batches], torch.float32),
             advantages=stack(
-                [compute_advantages(b, gamma, gae_lambda) for b in batches], torch.float32
+                [
+                    compute_advantages(
+                        b, gamma, gae_lambda, baseline=baseline, normalized=normalize_advantages
+                    )
+                    for b in batches
+                ],
+                torch.float32,
             ),
             mask=stack([b.mask for b in batches], torch.float32),
             horizon=batches[0].horizon,

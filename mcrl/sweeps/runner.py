@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mcrl.common.config import ConfigError, TrainConfig, from_dict, to_dict
+from mcrl.common.config import ConfigError, TrainConfig, from_dict, from_saved_dict, to_dict
 from mcrl.common.validation import first_line
 from mcrl.rollout.ray_cluster import connect_ray
 from mcrl.sweeps.spec import SweepSpec, Trial, trial_resources
@@ -72,11 +72,11 @@ def sweep_record(spec: SweepSpec, trials: list[Trial]) -> dict[str, Any]:
     }
 
 
-def _with_current_defaults(trial: dict[str, Any]) -> dict[str, Any]:
-    """A recorded trial with config keys added to mcrl since at their defaults (what the trial
-    ran with), so that a newer mcrl still recognises its own sweep."""
+def _with_keys_added_since(trial: dict[str, Any]) -> dict[str, Any]:
+    """A recorded trial with the config keys added to mcrl since, at the values it ran with
+    (see ``BEFORE_THE_KEY``), so that a newer mcrl still recognises its own sweep."""
     try:
-        config = to_dict(from_dict(TrainConfig, trial["config"]))
+        config = to_dict(from_saved_dict(trial["config"]))
     except ConfigError:
         return trial  # a key that no longer exists: the comparison will say it differs
     return trial | {"config": json.loads(json.dumps(config))}
@@ -89,7 +89,7 @@ def check_sweep_dir(spec: SweepSpec, sweep_dir: Path, *, resume: bool) -> list[T
     path = sweep_dir / SWEEP_FILE
     if path.exists():
         held = json.loads(path.read_text())
-        held["trials"] = [_with_current_defaults(t) for t in held["trials"]]
+        held["trials"] = [_with_keys_added_since(t) for t in held["trials"]]
         ours = json.loads(json.dumps(sweep_record(spec, trials)["trials"]))
         # A resumed sweep may add trials (more seeds, say), never change one that exists.
         if not all(trial in ours for trial in held["trials"]) or (

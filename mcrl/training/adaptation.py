@@ -25,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from mcrl.common.config import TrainConfig, from_dict
+from mcrl.common.config import TrainConfig, from_saved_dict
 from mcrl.common.policies import (
     check_spaces_match,
     describe_spaces,
@@ -199,7 +199,7 @@ class MetaPolicy:
     def load(cls, path: str | Path) -> MetaPolicy:
         state = load_checkpoint(path)
         try:
-            config = from_dict(TrainConfig, state["config"])
+            config = from_saved_dict(state["config"])
             config.learner.placement = "driver"  # adapting is small: no learner actor
             family = build_family(config)
             learner = build_learner(config, build_policy(config, family))

@@ -35,6 +35,7 @@ from mcrl.common.config import (
     TrainConfig,
     apply_overrides,
     from_dict,
+    from_saved_dict,
     load_config,
     to_dict,
 )
@@ -65,14 +66,6 @@ def tensorboard_tag(column: str) -> str:
     """A metrics.csv column as a TensorBoard tag, grouped by its first word
     (``loss_outer`` -> ``loss/outer``, ``eval_return_1`` -> ``eval/return_1``)."""
     return column.replace("_", "/", 1)
-
-
-def _lookup(config: dict[str, Any], dotted_key: str, missing: Any = None) -> Any:
-    """``config["policy"]["action_scaling"]`` for ``"policy.action_scaling"``."""
-    *sections, key = dotted_key.split(".")
-    for section in sections:
-        config = config.get(section, {})
-    return config.get(key, missing)
 
 
 def task_seed(seed: int, iteration: int) -> int:
@@ -152,25 +145,30 @@ class Trainer:
         return state
 
     def _check_compatible(self, state: dict[str, Any], policy: MLPPolicy) -> None:
-        saved, wanted = state["config"], to_dict(self.config)
-        # What θ and C mean: a checkpoint from before a key existed has the behaviour of then.
-        before_the_key = {
-            "curvature_parametrization": "free",
-            "learn_inner_lr": False,
-            "policy.action_scaling": "none",
-        }
-        for key in (
-            "family",
-            "curvature",
-            "schedule",
-            "curvature_parametrization",
-            "learn_inner_lr",
-            "policy.action_scaling",
-        ):
-            had, now = _lookup(saved, key, before_the_key.get(key)), _lookup(wanted, key)
-            if had != now:
+        try:
+            saved = from_saved_dict(state["config"])
+        except ConfigError as exc:
+            raise ConfigError(
+                f"cannot resume: the checkpoint's config is not valid here ({exc})"
+            ) from None
+        scaled = "range" if getattr(policy, "scaled", False) else "none"
+
+        def what_theta_and_c_mean(config: TrainConfig) -> dict[str, Any]:
+            scaling = config.policy.action_scaling
+            return {
+                "family": config.family,
+                "curvature": config.curvature,
+                "schedule": config.schedule,
+                "curvature_parametrization": config.curvature_parametrization,
+                "learn_inner_lr": config.learn_inner_lr,
+                "policy.action_scaling": scaled if scaling == "auto" else scaling,
+            }
+
+        wanted = what_theta_and_c_mean(self.config)
+        for key, had in what_theta_and_c_mean(saved).items():
+            if had != wanted[key]:
                 raise ConfigError(
-                    f"cannot resume: the checkpoint has {key}={had!r}, the config {key}={now!r}"
+                    f"cannot resume: the checkpoint has {key}={had!r}, the config {key}={wanted[key]!r}"
                 )
         current = policy.state_dict()
         for name, tensor in state["learner"]["policy"].items():
