@@ -39,7 +39,7 @@ def test_train_shows_progress_and_results_and_no_ray_or_mujoco_noise(tmp_path, b
     assert lines[0].startswith("mcrl: HalfCheetahDir into run | sampler: " + backend)
     assert any(line.startswith("iteration 2/2 | return") for line in lines)
     assert any(line.startswith("done: run") for line in lines)
-    assert any(line.startswith("held-out return after 0..1 adaptation steps") for line in lines)
+    assert any(line.startswith("held-out return after 0..2 adaptation steps") for line in lines)
 
 
 def test_auto_backend_is_local_for_a_native_vector_env_on_one_machine(monkeypatch):

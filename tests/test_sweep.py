@@ -299,7 +299,7 @@ def test_an_interrupted_sweep_resumed_finishes_every_trial_exactly_once(tmp_path
 
 
 def test_a_failing_trial_is_retried_then_reported_failed_and_the_others_finish(tmp_path):
-    # An inner step of 1e30 sends the adapted policy to inf: the loss is NaN at iteration 0.
+    # An inner step of 1e30 sends the adapted policy to inf: NaN parameters at iteration 0.
     sweep = write_sweep(tmp_path / "s.yaml", grid={"inner_lr": [0.1, 1e30]}, max_failures=2)
     result = run_mcrl("sweep", str(sweep), "--out", "out", cwd=tmp_path)
     assert result.returncode == 1
@@ -313,7 +313,7 @@ def test_a_failing_trial_is_retried_then_reported_failed_and_the_others_finish(t
     }
     assert "became nan" in status(bad)["error"]
     assert "1 of 2 trials failed: 001_inner_lr=1e+30/seed0" in result.stderr
-    assert "**1 failed**: loss term" in (tmp_path / "out" / "summary.md").read_text()
+    assert "**1 failed**: adapted parameter" in (tmp_path / "out" / "summary.md").read_text()
     assert "Traceback" not in result.stderr
 
 

@@ -39,10 +39,10 @@ if TYPE_CHECKING:
 
 
 class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or infinite."""
+    """A loss term (or, with ``what``, another quantity of the meta-step) became NaN or infinite."""
 
-    def __init__(self, term: str, value: float):
-        super().__init__(f"loss term {term!r} became {value}")
+    def __init__(self, term: str, value: float, what: str = "loss term"):
+        super().__init__(f"{what} {term!r} became {value}")
         self.term = term
 
 
@@ -274,6 +274,8 @@ class MetaLearner:
         theta = {n: p.detach().requires_grad_() for n, p in self.policy.params().items()}
         first = self.objective.first_step(theta, pre[0], create_graph=False)
         adapted = self.objective.adapt(theta, pre, first)
+        # Episodes sampled with non-finite parameters would fail later with a less clear error.
+        check_finite(adapted, what=f"adapted parameter after {len(pre)} inner step(s)")
         return [
             {n: p[i].detach().cpu().numpy() for n, p in adapted.items()}
             for i in range(pre[0].num_tasks)
@@ -413,7 +415,7 @@ class MetaLearner:
             opt.load_state_dict(state["optimizers"][name])
 
 
-def check_finite(terms: Mapping[str, Tensor]) -> None:
+def check_finite(terms: Mapping[str, Tensor], what: str = "loss term") -> None:
     for name, value in terms.items():
         if not torch.isfinite(value).all():
-            raise NonFiniteLossError(name, float(value.detach().float().mean()))
+            raise NonFiniteLossError(name, float(value.detach().float().mean()), what)
