@@ -139,6 +139,10 @@ def test_adapt_bad_input_is_one_line_and_exit_2(
 def test_adapt_never_overwrites_an_adapted_policy(pendulum_run, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["adapt", str(pendulum_run), "--env-id", "Pendulum-v1", "--out", str(out)]) == 0
+    # Without --steps: the steps the run was trained for (0..inner_steps returns).
+    assert (
+        len(mcrl.AdaptedPolicy.load(out).returns) == mcrl.load(pendulum_run).config.inner_steps + 1
+    )
     before = (out / "adapted.pt").read_bytes()
     assert main(["adapt", str(pendulum_run), "--env-id", "Pendulum-v1", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err

@@ -344,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     adapt.add_argument("--env-id", help="a Gymnasium env id whose spaces fit the policy")
     adapt.add_argument("--env-kwargs", help="JSON keyword arguments for gymnasium.make")
-    adapt.add_argument("--steps", type=int, default=1, help="adaptation steps K (default 1)")
+    adapt.add_argument(
+        "--steps", type=int, help="adaptation steps K (default: the run's inner_steps)"
+    )
     adapt.add_argument(
         "--episodes", type=int, help="episodes per step (default: the run's per task)"
     )

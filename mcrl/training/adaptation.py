@@ -232,7 +232,7 @@ class MetaPolicy:
         self,
         env: AdaptTarget,
         *,
-        steps: int = 1,
+        steps: int | None = None,
         episodes: int | None = None,
         horizon: int | None = None,
         seed: int = 0,
@@ -246,11 +246,12 @@ class MetaPolicy:
         dict: values outside the training ranges are allowed), a Gymnasium env id (with
         ``env_kwargs``), an env instance (its episodes run one after another in it) or a function
         that builds one. ``family`` names another family whose task the dict describes.
+        ``steps`` defaults to the run's ``inner_steps`` (what θ and C were trained for).
         Each step samples ``episodes`` fresh episodes (default: the run's episodes per task) of
         ``horizon`` steps (default: the training family's); ``on_step(k, mean_return)`` reports
         the return after each step.
         """
-        steps = check_non_negative_int("steps", steps)
+        steps = check_non_negative_int("steps", self.config.inner_steps if steps is None else steps)
         seed = check_non_negative_int("seed", seed)
         target_family, task, max_envs, what = self._target(env, family, env_kwargs, horizon)
         probe = target_family.make_env(task)
