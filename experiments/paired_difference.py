@@ -1,0 +1,74 @@
+"""Two configurations of one sweep compared seed by seed: the same seed means the same initial θ,
+training tasks and held-out tasks, so the per-seed difference removes the seeds' shared luck.
+Prints, per split and adaptation step, each configuration's mean over seeds and the mean
+difference A − B with its 95% t-interval over seeds ("yes" where it excludes 0).
+
+    python experiments/paired_difference.py experiments/results/defaults/navigation2d \
+        001_curvature=kronecker 000_curvature=identity
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from mcrl.sweeps.summary import format_mean_ci, mean_and_t95
+
+
+def returns_by_seed(run_dir: Path, split: str) -> dict[str, list[float]]:
+    found = {}
+    for seed_dir in sorted(run_dir.glob("seed*")):
+        path = seed_dir / f"eval_{split}.json"
+        if path.is_file():
+            found[seed_dir.name] = json.loads(path.read_text())["returns"]
+    return found
+
+
+def table(sweep_dir: Path, a: str, b: str, splits: list[str]) -> str:
+    lines = [
+        f"| split | steps | {a} | {b} | {a} − {b} (paired) | seeds | significant |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for split in splits:
+        runs_a = returns_by_seed(sweep_dir / "runs" / a, split)
+        runs_b = returns_by_seed(sweep_dir / "runs" / b, split)
+        seeds = sorted(set(runs_a) & set(runs_b))
+        if not seeds:
+            continue
+        steps = min(len(runs[s]) for runs in (runs_a, runs_b) for s in seeds)
+        for k in range(steps):
+            mean_a, ci_a = mean_and_t95([runs_a[s][k] for s in seeds])
+            mean_b, ci_b = mean_and_t95([runs_b[s][k] for s in seeds])
+            diff, ci = mean_and_t95([runs_a[s][k] - runs_b[s][k] for s in seeds])
+            significant = "–" if math.isnan(ci) else ("yes" if abs(diff) > ci else "no")
+            lines.append(
+                f"| {split} | {k} | {format_mean_ci(mean_a, ci_a)} | {format_mean_ci(mean_b, ci_b)} "
+                f"| {diff:+.1f} ± {ci:.1f} | {len(seeds)} | {significant} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument(
+        "a", help="configuration directory under runs/, e.g. 001_curvature=kronecker"
+    )
+    parser.add_argument("b")
+    parser.add_argument("--splits", nargs="+", default=["test", "ood"])
+    args = parser.parse_args(argv)
+    for name in (args.a, args.b):
+        if not (args.sweep_dir / "runs" / name).is_dir():
+            configs = sorted(p.name for p in (args.sweep_dir / "runs").glob("*"))
+            print(f"paired_difference: no configuration {name!r}; have {configs}", file=sys.stderr)
+            return 2
+    print(table(args.sweep_dir, args.a, args.b, args.splits))
+    print(f"\n`python experiments/paired_difference.py {' '.join(argv or sys.argv[1:])}`")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
