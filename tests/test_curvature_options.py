@@ -196,3 +196,24 @@ def test_the_multi_step_loss_trains_and_refuses_trpo(tmp_path):
     assert torch.isfinite(torch.tensor(trainer.latest_eval["returns"])).all()
     with pytest.raises(ValueError, match="'multi_step_loss' = true needs outer: ppo"):
         tiny_config("multi_step_loss=true", "outer=trpo")
+
+
+@pytest.mark.parametrize("curvature", ["identity", "kronecker"])
+def test_without_adapt_log_std_adaptation_keeps_theta_sigma_and_moves_the_rest(curvature):
+    policy, pre, pre2, _ = tiny_data()
+    theta = policy.params()
+    after = {}
+    for adapt_log_std in (True, False):
+        config = TrainConfig(
+            curvature=curvature, inner_lr=0.5, inner_steps=2, adapt_log_std=adapt_log_std
+        )
+        objective = MetaObjective(policy, curvature_for(config, theta).double(), config)
+        first = objective.first_step(theta, pre, create_graph=True)
+        after[adapt_log_std] = objective.adapt(theta, [pre, pre2], first)
+    frozen, adapted = after[False], after[True]
+    for task_log_std in frozen["log_std"]:
+        torch.testing.assert_close(task_log_std, theta["log_std"])
+    assert not torch.allclose(adapted["log_std"][0], theta["log_std"])  # so the above can fail
+    for name in theta:
+        if name != "log_std":  # every other parameter still takes its adaptation steps
+            assert not torch.allclose(frozen[name][0], theta[name])

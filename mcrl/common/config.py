@@ -150,6 +150,10 @@ class TrainConfig:
     learn_inner_lr: bool = True
     """Learn one step size per inner step, α_k = inner_lr·exp(s_k) with s_k starting at 0,
     updated with C (MAML++); adapting beyond ``inner_steps`` reuses the last one."""
+    adapt_log_std: bool = True
+    """The adaptation step changes a Gaussian policy's log σ too (MAML-RL adapts every
+    parameter); false keeps each task's σ at θ's, so that exploration after adaptation is
+    meta-learned, not adapted."""
     multi_step_loss: bool = False
     """Meta-train on the return after every inner step, not only the last: the outer loss is
     the mean over steps k of the loss of the parameters after k steps on the episodes they

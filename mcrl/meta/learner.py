@@ -165,7 +165,10 @@ class MetaObjective(nn.Module):
             if k > 0:
                 step = self.inner_grads(params, data, create_graph=second_order)
             grads = step.grads if second_order else step.detached().grads
-            params = adapt(params, grads, self.curvature, self.config.inner_lr, step=k)
+            stepped = adapt(params, grads, self.curvature, self.config.inner_lr, step=k)
+            if not self.config.adapt_log_std and "log_std" in params:
+                stepped["log_std"] = params["log_std"]
+            params = stepped
             after.append(params)
         return after
 
