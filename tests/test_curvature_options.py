@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -217,3 +218,12 @@ def test_without_adapt_log_std_adaptation_keeps_theta_sigma_and_moves_the_rest(c
     for name in theta:
         if name != "log_std":  # every other parameter still takes its adaptation steps
             assert not torch.allclose(frozen[name][0], theta[name])
+
+
+def test_a_run_without_adapt_log_std_trains_evaluates_and_adapts(tmp_path):
+    # The C-step freezes θ: a σ left out of the adaptation then depends on nothing differentiated.
+    trainer = mcrl.train(tiny_config("adapt_log_std=false", "inner_steps=2"), tmp_path / "run")
+    assert np.isfinite(trainer.latest_eval["returns"]).all()
+    meta = mcrl.load(tmp_path / "run")
+    adapted = meta.adapt({"goal": [0.2, 0.1]}, steps=3, episodes=2)
+    np.testing.assert_array_equal(adapted.params["log_std"], meta.initial().params["log_std"])

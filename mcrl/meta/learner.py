@@ -145,10 +145,26 @@ class MetaObjective(nn.Module):
         losses = inner_loss_from_log_probs(logp, data, self.config.inner_estimator)
         # retain_graph: the distribution (and the losses) stay differentiable for the KL term
         # even when the gradient itself is not (first_order).
-        grads = torch.autograd.grad(
-            losses.sum(), [params[n] for n in names], create_graph=create_graph, retain_graph=True
+        # A parameter that does not depend on anything being differentiated (θ's σ with
+        # adapt_log_std off, in the C-step) has a zero gradient here.
+        varying = [n for n in names if params[n].requires_grad]
+        grads = dict(
+            zip(
+                varying,
+                torch.autograd.grad(
+                    losses.sum(),
+                    [params[n] for n in varying],
+                    create_graph=create_graph,
+                    retain_graph=True,
+                ),
+                strict=True,
+            )
         )
-        return InnerGradients(dict(zip(names, grads, strict=True)), losses, distribution)
+        return InnerGradients(
+            {n: grads[n] if n in grads else torch.zeros_like(params[n]) for n in names},
+            losses,
+            distribution,
+        )
 
     def first_step(self, theta: Params, data: TaskTensors, *, create_graph: bool) -> InnerGradients:
         """The inner gradients at θ on the pre-adaptation episodes."""
