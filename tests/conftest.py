@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -66,3 +67,12 @@ def run_mcrl(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Complete
         timeout=timeout,
         env={**os.environ, "PYTHONPATH": str(root)},
     )
+
+
+def load_experiment_script(name: str):
+    """A script of experiments/ (not a package) imported as a module, to call its functions."""
+    path = Path(__file__).parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,14 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import load_experiment_script
+
 SCRIPT = Path(__file__).parents[1] / "experiments" / "run_benchmarks.py"
 
 
 def load_driver():
-    spec = importlib.util.spec_from_file_location("run_benchmarks", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment_script("run_benchmarks")
 
 
 def test_driver_runs_resumes_extends_and_reports_failures(tmp_path, monkeypatch):

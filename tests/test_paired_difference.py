@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).parents[1] / "experiments" / "paired_difference.py"
+from tests.conftest import load_experiment_script
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("paired_difference", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment_script("paired_difference")
 
 
 def write_evals(sweep: Path, config: str, returns_by_seed: dict[int, list[float]]) -> None:
