@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import load_experiment_script
-
-SCRIPT = Path(__file__).parents[1] / "experiments" / "run_benchmarks.py"
 
 
 def load_driver():
