@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,25 @@ def test_resume_continues_exactly(tmp_path, schedule):
     assert without_timings(read_metrics(tmp_path / "straight")) == without_timings(
         read_metrics(tmp_path / "split")
     )
+
+
+def test_resume_from_the_committed_small_state_alone(tmp_path):
+    """What experiments/results/ keeps of a run (config, metrics, eval, latest checkpoint;
+    no affinity dumps, events or numbered checkpoints) is enough to continue it."""
+    straight = mcrl.train(tiny_config(iterations=3), tmp_path / "straight")
+    run = tmp_path / "split"
+    mcrl.train(tiny_config(iterations=2), run)
+    shutil.rmtree(run / "affinity")
+    for path in [*run.glob("events.out.*"), *run.glob("checkpoints/iteration_*.pt")]:
+        path.unlink()
+    resumed = mcrl.train(tiny_config(iterations=3), run, resume=True)
+    for (name, x), (_, y) in zip(
+        straight.learner.policy.state_dict().items(),
+        resumed.learner.policy.state_dict().items(),
+        strict=True,
+    ):
+        torch.testing.assert_close(x, y, msg=name)
+    assert (run / "affinity" / "iteration_000002.npz").is_file()
 
 
 @pytest.mark.parametrize(

@@ -75,7 +75,7 @@ def env_unit_params(policy: AdaptedPolicy) -> dict[str, np.ndarray]:
     actor = policy.policy
     if not getattr(actor, "scaled", False):  # unscaled, or discrete actions (never scaled)
         return params
-    middle, log_half_range = actor.action_middle.numpy(), actor.log_half_range.numpy()
+    middle, log_half_range = actor.action_middle.cpu().numpy(), actor.log_half_range.cpu().numpy()
     half_range = np.exp(log_half_range)
     params["head.weight"] = half_range[:, None] * params["head.weight"]
     params["head.bias"] = middle + half_range * params["head.bias"]

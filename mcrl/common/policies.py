@@ -150,8 +150,12 @@ class GaussianMLPPolicy(MLPPolicy):
         mean = self._body(params, obs)
         log_std = params["log_std"].unsqueeze(-2).expand_as(mean)
         if self.scaled:
-            mean = self.action_middle + torch.exp(self.log_half_range) * mean
-            log_std = log_std + self.log_half_range
+            # The buffers live with the learner's module; the sampler calls it with CPU params.
+            middle, log_half_range = (
+                b.to(mean.device) for b in (self.action_middle, self.log_half_range)
+            )
+            mean = middle + torch.exp(log_half_range) * mean
+            log_std = log_std + log_half_range
         return mean, log_std
 
     def _log_density(self, z: Tensor, log_std: Tensor) -> Tensor:

@@ -111,9 +111,9 @@ class Trainer:
             self.start_iteration = checkpoint["iteration"] + 1
             self.env_steps = checkpoint["env_steps"]
             self._truncate_metrics(self.start_iteration)
-        else:
-            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "affinity").mkdir(exist_ok=True)
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        # A run's committed small state has no affinity dumps: resuming it makes the folder anew.
+        (self.run_dir / "affinity").mkdir(exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
         # Events after the checkpoint we resume from are hidden, as metrics.csv truncates them.
         self.tensorboard = SummaryWriter(str(self.run_dir), purge_step=self.start_iteration)
