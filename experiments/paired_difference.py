@@ -27,14 +27,16 @@ def returns_by_seed(run_dir: Path, split: str) -> dict[str, list[float]]:
     return found
 
 
-def table(sweep_dir: Path, a: str, b: str, splits: list[str]) -> str:
+def table(dir_a: Path, dir_b: Path, splits: list[str]) -> str:
+    """The comparison of two configuration directories, each holding ``seedN/eval_SPLIT.json``."""
+    a, b = dir_a.name, dir_b.name
     lines = [
         f"| split | steps | {a} | {b} | {a} − {b} (paired) | seeds | significant |",
         "|---|---|---|---|---|---|---|",
     ]
     for split in splits:
-        runs_a = returns_by_seed(sweep_dir / "runs" / a, split)
-        runs_b = returns_by_seed(sweep_dir / "runs" / b, split)
+        runs_a = returns_by_seed(dir_a, split)
+        runs_b = returns_by_seed(dir_b, split)
         seeds = sorted(set(runs_a) & set(runs_b))
         if not seeds:
             continue
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             configs = sorted(p.name for p in (args.sweep_dir / "runs").glob("*"))
             print(f"paired_difference: no configuration {name!r}; have {configs}", file=sys.stderr)
             return 2
-    print(table(args.sweep_dir, args.a, args.b, args.splits))
+    runs = args.sweep_dir / "runs"
+    print(table(runs / args.a, runs / args.b, args.splits))
     print(f"\n`python experiments/paired_difference.py {' '.join(argv or sys.argv[1:])}`")
     return 0
 

@@ -184,25 +184,30 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     assert load_checkpoint(run)["iteration"] == 1
 
 
-def test_ctrl_c_saves_the_last_completed_iteration(tmp_path, monkeypatch):
+@pytest.mark.parametrize("interrupted_at", [3, 0])
+def test_ctrl_c_saves_the_last_completed_iteration(tmp_path, monkeypatch, interrupted_at):
     run = tmp_path / "run"
-    trainer = Trainer(tiny_config("checkpoint_every=100", iterations=5), run, progress=False)
+    config = tiny_config("checkpoint_every=100", iterations=5)
+    trainer = Trainer(config, run, progress=False)
     original = trainer.sampler.sample
-    calls = [0]
 
     def interrupted(*args, **kwargs):
-        calls[0] += 1
-        if kwargs["iteration"] == 3:
+        if kwargs["iteration"] == interrupted_at:
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
     monkeypatch.setattr(trainer.sampler, "sample", interrupted)
+    if interrupted_at == 0:
+        with pytest.raises(KeyboardInterrupt, match="before the first iteration; nothing saved"):
+            trainer.train()
+        # Nothing to resume: the same command starts the run again.
+        assert not (run / "checkpoints" / "latest.pt").exists()
+        assert Trainer(config, run, progress=False).start_iteration == 0
+        return
     with pytest.raises(KeyboardInterrupt, match="iteration 2 saved"):
         trainer.train()
     assert load_checkpoint(run)["iteration"] == 2
-    resumed = Trainer(
-        tiny_config("checkpoint_every=100", iterations=5), run, resume=True, progress=False
-    )
+    resumed = Trainer(config, run, resume=True, progress=False)
     assert resumed.start_iteration == 3
 
 

@@ -226,6 +226,10 @@ class Trainer:
                 try:
                     row = self.iteration(it)
                 except KeyboardInterrupt:
+                    if self._last_good["iteration"] < 0:
+                        raise KeyboardInterrupt(
+                            "interrupted before the first iteration; nothing saved"
+                        ) from None
                     path = self.save_checkpoint(self._last_good)
                     raise KeyboardInterrupt(
                         f"interrupted; iteration {self._last_good['iteration']} saved to {path}"
