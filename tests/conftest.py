@@ -18,6 +18,10 @@ import torch
 import mcrl
 from mcrl.common.policies import params_to_numpy
 
+# The families every generic test builds: all but those over an optional extra (Meta-World's
+# have tests of their own, tests/test_metaworld.py, run with the extra installed).
+CORE_FAMILIES = [name for name in mcrl.list_families() if not name.startswith("MetaWorld")]
+
 
 @pytest.fixture
 def nav():

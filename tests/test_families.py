@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import mcrl
+from mcrl.cli.main import main as cli_main
 from mcrl.tasks.gym_family import EnvParam, GymFamily, declare_family
-from tests.conftest import make_policy_for, tiny_config
+from tests.conftest import CORE_FAMILIES, make_policy_for, tiny_config
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
@@ -209,7 +211,7 @@ def test_every_experiment_config_loads_and_builds_its_family(path):
     assert mcrl.make_family(config.family, **config.family_kwargs).name == config.family
 
 
-@pytest.mark.parametrize("name", mcrl.list_families())
+@pytest.mark.parametrize("name", CORE_FAMILIES)
 def test_every_family_meta_trains_for_an_iteration(tmp_path, name):
     overrides = [
         f"family={name}",
@@ -222,3 +224,16 @@ def test_every_family_meta_trains_for_an_iteration(tmp_path, name):
     evaluation = trainer.latest_eval
     assert all(np.isfinite(evaluation["returns"]))
     assert len(evaluation["returns"]) == trainer.config.inner_steps + 1
+
+
+@pytest.mark.parametrize("name", ["MetaWorldML1", "MetaWorldML10", "MetaWorldML45"])
+def test_without_the_extra_meta_world_families_are_listed_and_name_the_install(
+    name, monkeypatch, capsys
+):
+    monkeypatch.setitem(sys.modules, "metaworld", None)  # as if not installed
+    assert name in mcrl.list_families()
+    with pytest.raises(ValueError, match=r'pip install "mcrl\[metaworld\]"'):
+        mcrl.make_family(name)
+    assert cli_main(["families"]) == 0
+    listed = capsys.readouterr().out
+    assert name in listed and "mcrl[metaworld]" in listed

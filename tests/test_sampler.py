@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import csv
+
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -8,7 +11,7 @@ from mcrl_envs.navigation import Navigation2D
 import mcrl
 from mcrl.common.policies import params_to_numpy, stack_params
 from mcrl.rollout.episodes import EpisodeBatch
-from tests.conftest import make_policy_for, perturbed_params
+from tests.conftest import make_policy_for, perturbed_params, tiny_config
 
 FAMILIES = ["Navigation2D", "PendulumDynamics", "CartPoleDynamics"]
 
@@ -199,3 +202,61 @@ def test_gaussian_and_categorical_match_torch_distributions():
         torch.zeros(6),
         atol=1e-6,
     )
+
+
+class _SucceedsRight(gym.Wrapper):
+    """Reports Meta-World's ``info["success"]`` at the second step only, where the goal lies to
+    the right: success counts if reached at any step, not only at the last."""
+
+    def __init__(self, env, goal):
+        super().__init__(env)
+        self.goal, self.steps = goal, 0
+
+    def reset(self, **kwargs):
+        self.steps = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        info["success"] = float(self.steps == 2 and self.goal[0] > 0)
+        return obs, reward, terminated, truncated, info
+
+
+class NavigationWithSuccess(Navigation2D):
+    name = "NavigationWithSuccess"
+    reports_success = True
+    make_vector_env = mcrl.TaskFamily.make_vector_env  # the serial path, which reads the infos
+
+    def make_env(self, task):
+        return _SucceedsRight(super().make_env(task), task.params["goal"])
+
+
+def test_success_is_recorded_per_episode_and_reaches_metrics_and_eval(tmp_path):
+    family = NavigationWithSuccess(horizon=10)
+    tasks = [
+        family.task({"goal": [x, 0.2]}, split="train", index=i) for i, x in enumerate([0.3, -0.3])
+    ]
+    policy = make_policy_for(family)
+    right, left = mcrl.LocalSampler(family, policy).sample(
+        tasks, params_to_numpy(policy.params()), 3, seed=0, iteration=0
+    )
+    assert right.success.tolist() == [True] * 3 and left.success.tolist() == [False] * 3
+    assert right.success_rate == 1.0 and left.success_rate == 0.0
+
+    mcrl.register_family(family.name, NavigationWithSuccess, overwrite=True)
+    trainer = mcrl.train(
+        tiny_config(f"family={family.name}", "eval_every=1", "iterations=1"), tmp_path / "run"
+    )
+    with (tmp_path / "run" / "metrics.csv").open() as f:
+        (row,) = csv.DictReader(f)
+    assert 0 <= float(row["success_pre"]) <= 1 and row["eval_success_2"] != ""
+    evaluation = trainer.latest_eval
+    assert len(evaluation["success"]) == len(evaluation["success_ci95"]) == 3
+    assert all(0 <= s <= 1 for s in evaluation["success"])
+
+
+def test_families_without_success_report_none():
+    sampler, tasks, params = sampler_and_params("Navigation2D", 2)
+    batches = sampler.sample(tasks, params, 2, seed=0, iteration=0)
+    assert batches[0].success is None and batches[0].success_rate is None

@@ -9,8 +9,9 @@ from gymnasium.utils.env_checker import check_env
 
 import mcrl
 from mcrl.tasks import BoxTaskSpace, Range
+from tests.conftest import CORE_FAMILIES
 
-FAMILIES = mcrl.list_families()
+FAMILIES = CORE_FAMILIES
 
 
 def rollout(env, actions, seed=0):

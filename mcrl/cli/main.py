@@ -24,8 +24,14 @@ def _families(args: argparse.Namespace, console: Console) -> int:
     )
     for column in ("family", "horizon", "parameter", *SPLITS):
         table.add_column(column, no_wrap=column in ("family", "parameter"))
+    unavailable = []
     for name in list_families():
-        family = make_family(name)
+        try:
+            family = make_family(name)
+        except ValueError as exc:  # a family over an optional package that is not installed
+            table.add_row(name, "", "(not installed)", "", "", "", end_section=True)
+            unavailable.append(f"{name}: {exc}")
+            continue
         ranges = family.describe()
         for k, param in enumerate(ranges["train"]):
             first = k == 0
@@ -37,6 +43,8 @@ def _families(args: argparse.Namespace, console: Console) -> int:
                 end_section=k == len(ranges["train"]) - 1,
             )
     console.print(table)
+    for line in unavailable:
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
     return 0
 
 
@@ -133,10 +141,15 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
         title=f"{record['family']} at iteration {record['iteration']}: {record['tasks']} {record['split']} tasks",
         caption=f"written to {run_dir / 'eval.json'}",
     )
-    for column in ("adaptation steps", "mean return", "95% CI"):
+    success = record.get("success")  # families that report success (Meta-World)
+    columns = ["adaptation steps", "mean return", "95% CI"] + ["success", "95% CI"] * bool(success)
+    for column in columns:
         table.add_column(column, justify="right")
     for k, (mean, ci) in enumerate(zip(record["returns"], record["ci95"], strict=True)):
-        table.add_row(str(k), f"{mean:.2f}", f"± {ci:.2f}")
+        cells = [str(k), f"{mean:.2f}", f"± {ci:.2f}"]
+        if success:
+            cells += [f"{success[k]:.2f}", f"± {record['success_ci95'][k]:.2f}"]
+        table.add_row(*cells)
     console.print(table)
     return 0
 

@@ -26,6 +26,8 @@ class EpisodeBatch:
     truncated: np.ndarray  # [H, E] bool: the episode was cut at this step (horizon or time limit)
     log_probs: np.ndarray  # [H, E] float32, under the policy that sampled the episodes
     mask: np.ndarray  # [H, E] float32
+    success: np.ndarray | None = None  # [E] bool: the env reported success at some step (None:
+    # the family reports no success, see TaskFamily.reports_success)
 
     _ARRAYS = ("observations", "actions", "rewards", "terminated", "truncated", "log_probs", "mask")
 
@@ -47,5 +49,16 @@ class EpisodeBatch:
         return (self.rewards * self.mask).sum(0)
 
     @property
+    def success_rate(self) -> float | None:
+        """The share of episodes that succeeded, where the family reports success."""
+        return None if self.success is None else float(self.success.mean())
+
+    @property
     def num_steps(self) -> int:
         return int(self.mask.sum())
+
+
+def success_rate(batches: list[EpisodeBatch]) -> float | None:
+    """The mean over tasks of each task's success rate; None where the family reports none."""
+    rates = [b.success_rate for b in batches]
+    return None if not rates or rates[0] is None else float(np.mean(rates))

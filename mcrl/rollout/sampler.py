@@ -28,6 +28,7 @@ ParamSets = Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]]
 # The key of the engine's per-episode flag: the simulation became unstable and the episode was
 # cut short (counted in the metrics as ``unstable_episodes``).
 UNSTABLE = "unstable"
+SUCCESS = "success"  # per episode: the env reported success at some step (Meta-World's protocol)
 
 # Envs stepped one by one are collected in groups of at most this many (cache-friendly).
 SERIAL_GROUP = 64
@@ -218,6 +219,8 @@ class RolloutEngine:
             "mask": np.zeros((horizon, n), dtype=np.float32),
             UNSTABLE: np.zeros((1, n), dtype=bool),  # the simulation became unstable
         }
+        if env.success is not None:
+            out[SUCCESS] = np.zeros((1, n), dtype=bool)
         obs = env.reset(reset_seeds)
         active = np.ones(n, dtype=bool)
         with torch.no_grad(), torch_threads(1):
@@ -239,6 +242,8 @@ class RolloutEngine:
                 obs, rewards, terminated, truncated = env.step(env_actions, active)
                 if env.unstable is not None:
                     out[UNSTABLE][0] |= env.unstable & active
+                if env.success is not None:
+                    out[SUCCESS][0] |= env.success & active
                 terminated &= active
                 truncated = (truncated | (t == horizon - 1)) & active & ~terminated
                 out["rewards"][t][active] = rewards[active]
@@ -260,14 +265,18 @@ def assemble_batches(
 ) -> list[EpisodeBatch]:
     """Split arrays over ``slots`` into one EpisodeBatch per task, episodes in index order
     (the per-episode ``unstable`` flags are left out: the samplers count them)."""
-    arrays = {k: v for k, v in arrays.items() if k != UNSTABLE}
+    success = arrays.get(SUCCESS)
+    arrays = {k: v for k, v in arrays.items() if k not in (UNSTABLE, SUCCESS)}
     positions = np.array([s.task_position for s in slots])
     episodes = np.array([s.episode for s in slots])
     batches = []
     for i, task in enumerate(tasks):
         columns = np.flatnonzero(positions == i)
         columns = columns[np.argsort(episodes[columns], kind="stable")]
-        batches.append(EpisodeBatch(task, **{k: v[:, columns] for k, v in arrays.items()}))
+        batch = EpisodeBatch(task, **{k: v[:, columns] for k, v in arrays.items()})
+        if success is not None:
+            batch.success = success[0, columns]
+        batches.append(batch)
     return batches
 
 

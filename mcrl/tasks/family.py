@@ -29,6 +29,9 @@ class TaskFamily(abc.ABC):
     held_out_test: bool = True
     """False for a family whose test tasks cannot differ from its training tasks (two-task
     benchmarks such as HalfCheetahDir); every other family holds its test tasks out."""
+    reports_success: bool = False
+    """True for a family whose envs put ``success`` in their step info (Meta-World): episodes
+    then record whether it was reached, and metrics and evaluations report the success rate."""
 
     def __init__(self, horizon: int | None = None):
         self.horizon = check_positive_int(
@@ -74,7 +77,10 @@ class TaskFamily(abc.ABC):
             wrong = f"unknown {unknown}" if unknown else f"missing {missing}"
             raise ValueError(f"task parameter(s) {wrong}; {self.name} takes {expected}")
         for name, value in params.items():
-            if not np.all(np.isfinite(Task.freeze(name, value))):
+            value = Task.freeze(name, value)
+            if isinstance(value, str):  # a family that takes names checks them itself
+                raise ValueError(f"task parameter {name!r} must be a number, got {value!r}")
+            if not np.all(np.isfinite(value)):
                 raise ValueError(f"task parameter {name!r} must be finite, got {value!r}")
 
     def check_task(self, task: Task) -> Task:
@@ -104,6 +110,10 @@ class TaskFamily(abc.ABC):
     @abc.abstractmethod
     def set_task(self, env: gym.Env, task: Task) -> None:
         """Re-target ``env`` (built by :meth:`make_env`) to ``task`` without rebuilding it."""
+
+    def can_retarget(self, env: gym.Env, task: Task) -> bool:
+        """Whether :meth:`set_task` can point ``env`` at ``task`` (else a new env is built)."""
+        return True
 
     @property
     def has_native_vector_env(self) -> bool:

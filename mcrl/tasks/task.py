@@ -18,7 +18,7 @@ from mcrl.common.validation import check_positive_int
 
 SPLITS = ("train", "test", "ood")
 
-ParamValue = float | tuple[float, ...]
+ParamValue = float | tuple[float, ...] | str
 
 
 def _is_number(value: Any) -> bool:
@@ -46,7 +46,10 @@ class Task:
 
     @staticmethod
     def freeze(name: str, value: Any) -> ParamValue:
-        """A number, or a flat list of numbers, as a float or a tuple of floats."""
+        """A number, or a flat list of numbers, as a float or a tuple of floats; a name (such
+        as a Meta-World task type) as a string."""
+        if isinstance(value, str) and value:
+            return value
         if isinstance(value, np.ndarray) and value.ndim <= 1:
             value = value.tolist()
         if _is_number(value):
@@ -54,7 +57,8 @@ class Task:
         if isinstance(value, (list, tuple)) and value and all(_is_number(v) for v in value):
             return tuple(float(v) for v in value)
         raise ValueError(
-            f"task parameter {name!r} must be a number or a non-empty list of numbers, got {value!r}"
+            f"task parameter {name!r} must be a number, a non-empty list of numbers or a name, "
+            f"got {value!r}"
         )
 
     def __hash__(self) -> int:
@@ -125,6 +129,8 @@ class Range:
     def check_value(self, name: str, value: ParamValue) -> None:
         """A one-line error naming ``name`` unless ``value`` has this range's size and domain."""
         shown = list(value) if isinstance(value, tuple) else value
+        if isinstance(value, str):
+            raise ValueError(f"task parameter {name!r} must be a number, got {value!r}")
         if self.size == 1 and isinstance(value, tuple):
             raise ValueError(f"task parameter {name!r} must be one number, got {shown}")
         if self.size > 1 and (not isinstance(value, tuple) or len(value) != self.size):

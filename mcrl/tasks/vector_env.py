@@ -42,6 +42,9 @@ class TaskVectorEnv(abc.ABC):
     unstable: np.ndarray | None = None
     """After :meth:`step`, which envs' simulations became unstable (their episodes end as
     truncated; None where an env cannot tell)."""
+    success: np.ndarray | None = None
+    """After :meth:`step`, which envs reported success at that step (``info["success"]``,
+    Meta-World's protocol); None for families that report no success."""
 
     @property
     @abc.abstractmethod
@@ -80,6 +83,7 @@ class SerialTaskVectorEnv(TaskVectorEnv):
         self.action_space = self._envs[0].action_space
         shape = self.observation_space.shape
         self._obs = np.zeros((0, *shape), dtype=np.float32)
+        self.success = np.zeros(0, dtype=bool) if family.reports_success else None
 
     @property
     def num_envs(self) -> int:
@@ -87,8 +91,11 @@ class SerialTaskVectorEnv(TaskVectorEnv):
 
     def set_tasks(self, tasks: Sequence[Task]) -> None:
         for k, task in enumerate(tasks):
-            if k < len(self._envs):
+            if k < len(self._envs) and self.family.can_retarget(self._envs[k], task):
                 self.family.set_task(self._envs[k], task)
+            elif k < len(self._envs):  # another kind of env (another Meta-World task type)
+                self._envs[k].close()
+                self._envs[k] = self.family.make_env(task)
             else:
                 self._envs.append(self.family.make_env(task))
         self._count = len(tasks)
@@ -116,6 +123,9 @@ class SerialTaskVectorEnv(TaskVectorEnv):
             rewards[index] = [r[1] for r in results]
             terminated[index] = [r[2] for r in results]
             truncated[index] = [r[3] for r in results]
+        if self.success is not None:
+            self.success = np.zeros(n, dtype=bool)
+            self.success[index] = [bool(r[4].get("success", 0.0)) for r in results]
         return obs.copy(), rewards, terminated, truncated
 
     def close(self) -> None:

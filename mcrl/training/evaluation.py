@@ -29,11 +29,13 @@ def mean_and_ci95(values: np.ndarray) -> tuple[float, float]:
 @dataclass
 class AdaptationRun:
     """What adapting to a list of tasks gave: ``returns[k, i]`` is task i's mean episode return
-    with the parameters after k steps; ``params[i]`` are task i's parameters after the last."""
+    with the parameters after k steps; ``params[i]`` are task i's parameters after the last;
+    ``successes[k, i]`` its episodes' success rate, where the family reports success."""
 
     returns: np.ndarray
     params: list[dict[str, np.ndarray]]
     env_steps: int
+    successes: np.ndarray | None = None
 
 
 def run_adaptation(
@@ -50,6 +52,8 @@ def run_adaptation(
     """Adapt to each task for ``steps`` steps, sampling fresh episodes after each step (MAML's
     protocol). ``on_step(k, returns)`` is called after the episodes of step k are in."""
     returns = np.zeros((steps + 1, len(tasks)))
+    successes = np.zeros((steps + 1, len(tasks)))
+    reports_success = True
     pre = []
     params: Any = learner.theta_numpy()
     env_steps = 0
@@ -60,13 +64,16 @@ def run_adaptation(
             tasks, params, episodes, seed=seed, iteration=iteration, phase=EVAL_PHASE + step
         )
         returns[step] = [b.returns.mean() for b in batches]
+        reports_success = batches[0].success is not None
+        if reports_success:
+            successes[step] = [b.success_rate for b in batches]
         env_steps += sum(b.num_steps for b in batches)
         if on_step is not None:
             on_step(step, returns[step])
         if step < steps:
             pre.append(learner.prepare(batches))
     per_task = params if isinstance(params, list) else [params] * len(tasks)
-    return AdaptationRun(returns, per_task, env_steps)
+    return AdaptationRun(returns, per_task, env_steps, successes if reports_success else None)
 
 
 def evaluate_adaptation(
@@ -86,16 +93,27 @@ def evaluate_adaptation(
     run = run_adaptation(
         learner, sampler, tasks, steps=steps, episodes=episodes, seed=seed, iteration=iteration
     )
-    return eval_record(run.returns, split=split, episodes=episodes, env_steps=run.env_steps)
+    return eval_record(
+        run.returns,
+        split=split,
+        episodes=episodes,
+        env_steps=run.env_steps,
+        successes=run.successes,
+    )
 
 
 def eval_record(
-    returns: np.ndarray, *, split: str, episodes: int, env_steps: int
+    returns: np.ndarray,
+    *,
+    split: str,
+    episodes: int,
+    env_steps: int,
+    successes: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The ``eval.json`` record for per-task returns ``[steps + 1, tasks]`` (also used by the
-    baselines in ``experiments/baselines``)."""
+    baselines in ``experiments/baselines``), with the success rates where there are some."""
     stats = [mean_and_ci95(r) for r in returns]
-    return {
+    record = {
         "split": split,
         "tasks": returns.shape[1],
         "steps": returns.shape[0] - 1,
@@ -104,3 +122,8 @@ def eval_record(
         "ci95": [c for _, c in stats],
         "env_steps": env_steps,
     }
+    if successes is not None:
+        success_stats = [mean_and_ci95(s) for s in successes]
+        record["success"] = [m for m, _ in success_stats]
+        record["success_ci95"] = [c for _, c in success_stats]
+    return record

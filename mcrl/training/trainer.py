@@ -42,6 +42,7 @@ from mcrl.common.config import (
 from mcrl.common.policies import MLPPolicy
 from mcrl.common.threads import available_cpus, configure_torch_threads
 from mcrl.meta.learner import NonFiniteLossError, resolve_device
+from mcrl.rollout.episodes import success_rate
 from mcrl.rollout.ray_cluster import shutdown_embedded_ray
 from mcrl.rollout.ray_sampler import SamplingError
 from mcrl.training.build import (
@@ -273,6 +274,7 @@ class Trainer:
                 iteration=it,
             )
         return_pre = float(np.mean([b.returns.mean() for b in batches]))
+        success_pre = success_rate(batches)
         steps = sum(b.num_steps for b in batches)
         with timed("adapt"):
             pre = [self.learner.prepare(batches)]
@@ -289,6 +291,7 @@ class Trainer:
             if step < cfg.inner_steps:
                 pre.append(prepared)
         return_post = float(np.mean([b.returns.mean() for b in batches]))
+        success_post = success_rate(batches)
         if it % cfg.log_every == 0 or it + 1 == cfg.iterations:
             self._save_affinity(it, tasks, pre[0])  # at the θ that sampled these episodes
         with timed("meta_step"):
@@ -300,6 +303,8 @@ class Trainer:
             "return_pre": return_pre,
             "return_post": return_post,
         }
+        if success_pre is not None:  # families that report success (Meta-World)
+            row |= {"success_pre": success_pre, "success_post": success_post}
         row |= losses
         row |= {f"time_{phase}": round(seconds, 4) for phase, seconds in timings.items()}
         row |= self.sampler.pop_counters()
@@ -309,6 +314,8 @@ class Trainer:
     def _evaluate(self, it: int) -> dict[str, Any]:
         cfg = self.config
         columns = [f"eval_return_{k}" for k in range(cfg.inner_steps + 1)]
+        if self.family.reports_success:
+            columns += [f"eval_success_{k}" for k in range(cfg.inner_steps + 1)]
         if not cfg.eval_every or ((it + 1) % cfg.eval_every and it + 1 != cfg.iterations):
             return dict.fromkeys(columns, "")
         self.latest_eval = evaluate_adaptation(
@@ -322,7 +329,8 @@ class Trainer:
             seed=cfg.seed,
         )
         self.latest_eval["iteration"] = it
-        return dict(zip(columns, self.latest_eval["returns"], strict=True))
+        values = self.latest_eval["returns"] + self.latest_eval.get("success", [])
+        return dict(zip(columns, values, strict=True))
 
     def _save_affinity(self, it: int, tasks: list, pre) -> None:
         np.savez(
