@@ -9,6 +9,7 @@ import torch
 from mcrl_envs.navigation import Navigation2D
 
 import mcrl
+from mcrl.cli.plots import plot_learning_curve
 from mcrl.common.policies import params_to_numpy, stack_params
 from mcrl.rollout.episodes import EpisodeBatch
 from tests.conftest import make_policy_for, perturbed_params, tiny_config
@@ -254,6 +255,10 @@ def test_success_is_recorded_per_episode_and_reaches_metrics_and_eval(tmp_path):
     evaluation = trainer.latest_eval
     assert len(evaluation["success"]) == len(evaluation["success_ci95"]) == 3
     assert all(0 <= s <= 1 for s in evaluation["success"])
+    # ... and the learning-curve plot and an adaptation's summary.
+    assert plot_learning_curve([row], tmp_path / "curve.png").stat().st_size > 0
+    adapted = mcrl.load(tmp_path / "run").adapt(tasks[0], steps=1, episodes=2)
+    assert adapted.info["success"] == [1.0, 1.0]  # a goal to the right: success at step 2
 
 
 def test_families_without_success_report_none():

@@ -198,6 +198,9 @@ def _adapt(args: argparse.Namespace, console: Console) -> int:
         env_kwargs=env_kwargs,
         on_step=report,
     )
+    if "success" in adapted.info:
+        shown = " → ".join(f"{s:.2f}" for s in adapted.info["success"])
+        console.print(f"success after 0..{len(adapted.info['success']) - 1} steps: {shown}")
     path = adapted.save(out)
     console.print(f"adapted policy: {path} (summary in {out / 'adaptation.json'})")
     return 0

@@ -60,18 +60,22 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def plot_learning_curve(rows: list[dict[str, str]], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label in (("return_pre", "before adaptation"), ("return_post", "after adaptation")):
-        ax.plot(*_column(rows, key), label=f"train tasks, {label}", alpha=0.8)
-    eval_keys = sorted(k for k in rows[0] if k.startswith("eval_return_"))
-    for key in (eval_keys[0], eval_keys[-1]) if eval_keys else ():
-        steps = int(key.removeprefix("eval_return_"))
-        label = f"held-out tasks, after {steps} step{'s' if steps != 1 else ''}"
-        ax.plot(*_column(rows, key), "o--", label=label)
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("mean episode return")
-    ax.set_title("learning curve")
-    ax.legend(fontsize="small")
+    """Return against env steps; beside it the success rate, for families that report one."""
+    measures = ["return"] + ["success"] * ("success_post" in rows[0])
+    fig, axes = plt.subplots(1, len(measures), figsize=(7 * len(measures), 4), squeeze=False)
+    for ax, measure in zip(axes[0], measures, strict=True):
+        for when in ("pre", "post"):
+            label = "before adaptation" if when == "pre" else "after adaptation"
+            ax.plot(*_column(rows, f"{measure}_{when}"), label=f"train tasks, {label}", alpha=0.8)
+        eval_keys = sorted(k for k in rows[0] if k.startswith(f"eval_{measure}_"))
+        for key in (eval_keys[0], eval_keys[-1]) if eval_keys else ():
+            steps = int(key.removeprefix(f"eval_{measure}_"))
+            label = f"held-out tasks, after {steps} step{'s' if steps != 1 else ''}"
+            ax.plot(*_column(rows, key), "o--", label=label)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("mean episode return" if measure == "return" else "success rate")
+        ax.set_title("learning curve" if measure == "return" else "success (Meta-World)")
+        ax.legend(fontsize="small")
     return _save(fig, path)
 
 

@@ -288,6 +288,8 @@ class MetaPolicy:
             "iteration": self.iteration,
             "family": self.family.name,
         }
+        if run.successes is not None:  # the share of episodes that succeeded, after 0..K steps
+            info["success"] = run.successes[:, 0].tolist()
         return self._fixed(run.params[0], spaces, returns=run.returns[:, 0].tolist(), info=info)
 
     def _target(
