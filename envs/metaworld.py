@@ -195,27 +195,28 @@ class MetaWorldML1(_MetaWorldFamily):
         return metaworld.ML1(self.task_name, seed=self.benchmark_seed)
 
 
-class MetaWorldML10(_MetaWorldFamily):
+class _HeldOutTypes(_MetaWorldFamily):
+    """A benchmark whose test split is task types never trained on (ML10, ML45)."""
+
+    benchmark = "ML10"
+
+    def _task_types(self, metaworld):
+        types = getattr(metaworld.env_dict, f"{self.benchmark}_V3")
+        return list(types["train"]), list(types["test"])
+
+    def _benchmark(self, metaworld):
+        return getattr(metaworld, self.benchmark)(seed=self.benchmark_seed)
+
+
+class MetaWorldML10(_HeldOutTypes):
     """Ten training task types and five held-out types (the test split)."""
 
     name = "MetaWorldML10"
-
-    def _task_types(self, metaworld):
-        types = metaworld.env_dict.ML10_V3
-        return list(types["train"]), list(types["test"])
-
-    def _benchmark(self, metaworld):
-        return metaworld.ML10(seed=self.benchmark_seed)
+    benchmark = "ML10"
 
 
-class MetaWorldML45(_MetaWorldFamily):
+class MetaWorldML45(_HeldOutTypes):
     """45 training task types and five held-out types (the test split)."""
 
     name = "MetaWorldML45"
-
-    def _task_types(self, metaworld):
-        types = metaworld.env_dict.ML45_V3
-        return list(types["train"]), list(types["test"])
-
-    def _benchmark(self, metaworld):
-        return metaworld.ML45(seed=self.benchmark_seed)
+    benchmark = "ML45"
