@@ -29,6 +29,12 @@ def _metaworld() -> Any:
         import metaworld
     except ImportError:
         raise ValueError(f"the Meta-World families need the metaworld package: {INSTALL}") from None
+    if not hasattr(metaworld, "ML1"):  # a folder named metaworld on sys.path shadows it
+        where = list(getattr(metaworld, "__path__", [])) or getattr(metaworld, "__file__", "?")
+        raise ValueError(
+            f"'import metaworld' found {where}, not the Meta-World package: rename that folder "
+            f"or take it off sys.path ({INSTALL})"
+        )
     return metaworld
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import statistics
 import sys
@@ -28,14 +29,20 @@ import torch
 from mcrl.sweeps.summary import format_mean_ci, mean_and_t95
 from mcrl.training.adaptation import evaluate_checkpoint
 
-sys.path.insert(0, str(Path(__file__).parent))
-from paired_difference import table as paired_table  # noqa: E402
-
 # Published returns after 0/1/2/3 steps (design §7), with their source.
 PUBLISHED = {
     "HalfCheetahDir": ("MAML (Finn et al. 2017, appendix)", [-50.69, 293.19, 313.48, 315.65]),
 }
 SPLITS = ("test", "ood")
+
+
+def _paired_table(dir_a: Path, dir_b: Path, splits: list[str]) -> str:
+    """experiments/paired_difference.py's table (a script beside this one, not a package)."""
+    path = Path(__file__).with_name("paired_difference.py")
+    spec = importlib.util.spec_from_file_location("paired_difference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.table(dir_a, dir_b, splits)
 
 
 def runs_of(family_dir: Path) -> dict[str, list[Path]]:
@@ -201,7 +208,7 @@ def report(family_dir: Path, runs: dict[str, list[Path]], machines: list[dict]) 
                 cells = [format_mean_ci(e["returns"][k], e["ci95"][k]) for k in steps]
                 lines.append(f"| {variant} {run.name} | {' | '.join(cells)} |")
         if {"identity", "kronecker"} <= set(runs):
-            lines += ["", paired_table(family_dir / "kronecker", family_dir / "identity", [split])]
+            lines += ["", _paired_table(family_dir / "kronecker", family_dir / "identity", [split])]
     lines += ["", "Wall-clock (sum of the phase timings in metrics.csv):", ""]
     for variant, dirs in runs.items():
         for run in dirs:

@@ -237,3 +237,11 @@ def test_without_the_extra_meta_world_families_are_listed_and_name_the_install(
     assert cli_main(["families"]) == 0
     listed = capsys.readouterr().out
     assert name in listed and "mcrl[metaworld]" in listed
+
+
+def test_a_folder_named_metaworld_on_the_path_is_named_in_the_error(tmp_path, monkeypatch):
+    (tmp_path / "metaworld").mkdir()  # a namespace package that shadows the real one
+    monkeypatch.delitem(sys.modules, "metaworld", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match="not the Meta-World package"):
+        mcrl.make_family("MetaWorldML1")

@@ -96,7 +96,7 @@ def test_bad_task_parameters_are_one_line(family):
 
 @pytest.mark.parametrize(
     "path",
-    sorted(str(p) for p in (EXPERIMENTS / "metaworld").glob("*.yaml")),
+    sorted(str(p) for p in (EXPERIMENTS / "meta_world").glob("*.yaml")),
     ids=lambda p: Path(p).name,
 )
 def test_every_meta_world_config_loads_and_builds_its_family(path):
