@@ -24,10 +24,9 @@ import statistics
 import sys
 from pathlib import Path
 
-import torch
-
 from mcrl.sweeps.summary import format_mean_ci, mean_and_t95
 from mcrl.training.adaptation import evaluate_checkpoint
+from mcrl.training.checkpoints import load_checkpoint
 
 # Published returns after 0/1/2/3 steps (design §7), with their source.
 PUBLISHED = {
@@ -59,13 +58,9 @@ def read_metrics(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def checkpoint_iteration(run: Path) -> int:
-    return torch.load(run / "checkpoints" / "latest.pt", weights_only=True)["iteration"]
-
-
 def evaluate(run: Path, tasks: int, steps: int) -> None:
     """``eval_SPLIT.json`` for the run's latest checkpoint, unless it already holds that one."""
-    iteration = checkpoint_iteration(run)
+    iteration = load_checkpoint(run)["iteration"]
     for split in SPLITS:
         out = run / f"eval_{split}.json"
         if out.is_file() and json.loads(out.read_text()).get("iteration") == iteration:
@@ -97,7 +92,9 @@ def wall_clock(rows: list[dict[str, str]], machines: list[dict]) -> list[str]:
     return parts
 
 
-def learning_curves(family: str, runs: dict[str, list[Path]], out: Path) -> None:
+def learning_curves(
+    family: str, runs: dict[str, list[Path]], metrics: dict[Path, list[dict]], out: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,7 +103,7 @@ def learning_curves(family: str, runs: dict[str, list[Path]], out: Path) -> None
     fig, (train_ax, eval_ax) = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True, sharey=True)
     for colour, (variant, seed_dirs) in zip(("C0", "C3", "C2", "C1"), runs.items(), strict=False):
         for style, run in zip(("-", "--", ":", "-."), seed_dirs, strict=False):
-            rows = read_metrics(run)
+            rows = metrics[run]
             steps = [float(r["env_steps"]) for r in rows]
             label = f"{variant} {run.name}"
             train_ax.plot(
@@ -157,7 +154,12 @@ def _config(run: Path) -> dict:
     return yaml.safe_load((run / "config.yaml").read_text())
 
 
-def report(family_dir: Path, runs: dict[str, list[Path]], machines: list[dict]) -> str:
+def report(
+    family_dir: Path,
+    runs: dict[str, list[Path]],
+    metrics: dict[Path, list[dict]],
+    machines: list[dict],
+) -> str:
     family = family_dir.name
     lines = []
     for split in SPLITS:
@@ -187,7 +189,7 @@ def report(family_dir: Path, runs: dict[str, list[Path]], machines: list[dict]) 
             cells = [format_mean_ci(*mean_and_t95([r[k] for r in returns])) for k in steps]
             iterations = "/".join(str(e["iteration"] + 1) for _, e in pairs)
             env_steps = "/".join(
-                f"{_env_steps(run, e['iteration']) / 1e6:.1f}M" for run, e in pairs
+                f"{_env_steps(metrics[run], e['iteration']) / 1e6:.1f}M" for run, e in pairs
             )
             lines.append(
                 f"| {variant} | {len(pairs)} | {iterations} | {env_steps} | {' | '.join(cells)} |"
@@ -212,13 +214,12 @@ def report(family_dir: Path, runs: dict[str, list[Path]], machines: list[dict]) 
     lines += ["", "Wall-clock (sum of the phase timings in metrics.csv):", ""]
     for variant, dirs in runs.items():
         for run in dirs:
-            spent = "; ".join(wall_clock(read_metrics(run), machines))
+            spent = "; ".join(wall_clock(metrics[run], machines))
             lines.append(f"- {variant} {run.name}: {spent}")
     return "\n".join(lines)
 
 
-def _env_steps(run: Path, iteration: int) -> float:
-    rows = read_metrics(run)
+def _env_steps(rows: list[dict], iteration: int) -> float:
     return float(rows[min(iteration, len(rows) - 1)]["env_steps"])
 
 
@@ -248,10 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         for dirs in runs.values():
             for run in dirs:
                 evaluate(run, args.tasks, args.steps)
-    learning_curves(args.family_dir.name, runs, args.family_dir / "learning_curves.png")
-    print(report(args.family_dir, runs, machines))
+    metrics = {run: read_metrics(run) for dirs in runs.values() for run in dirs}
+    curves = args.family_dir / "learning_curves.png"
+    learning_curves(args.family_dir.name, runs, metrics, curves)
+    print(report(args.family_dir, runs, metrics, machines))
     print(
-        f"\nCurves: {args.family_dir / 'learning_curves.png'}. "
+        f"\nCurves: {curves}. "
         f"`python experiments/benchmark_scale.py {' '.join(argv or sys.argv[1:])}`"
     )
     return 0

@@ -273,10 +273,9 @@ def assemble_batches(
     for i, task in enumerate(tasks):
         columns = np.flatnonzero(positions == i)
         columns = columns[np.argsort(episodes[columns], kind="stable")]
-        batch = EpisodeBatch(task, **{k: v[:, columns] for k, v in arrays.items()})
-        if success is not None:
-            batch.success = success[0, columns]
-        batches.append(batch)
+        episodes_of_task = {k: v[:, columns] for k, v in arrays.items()}
+        task_success = None if success is None else success[0, columns]
+        batches.append(EpisodeBatch(task, **episodes_of_task, success=task_success))
     return batches
 
 

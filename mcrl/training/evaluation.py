@@ -52,8 +52,7 @@ def run_adaptation(
     """Adapt to each task for ``steps`` steps, sampling fresh episodes after each step (MAML's
     protocol). ``on_step(k, returns)`` is called after the episodes of step k are in."""
     returns = np.zeros((steps + 1, len(tasks)))
-    successes = np.zeros((steps + 1, len(tasks)))
-    reports_success = True
+    successes = []  # per step, each task's success rate (families that report success)
     pre = []
     params: Any = learner.theta_numpy()
     env_steps = 0
@@ -64,16 +63,15 @@ def run_adaptation(
             tasks, params, episodes, seed=seed, iteration=iteration, phase=EVAL_PHASE + step
         )
         returns[step] = [b.returns.mean() for b in batches]
-        reports_success = batches[0].success is not None
-        if reports_success:
-            successes[step] = [b.success_rate for b in batches]
+        if batches[0].success is not None:
+            successes.append([b.success_rate for b in batches])
         env_steps += sum(b.num_steps for b in batches)
         if on_step is not None:
             on_step(step, returns[step])
         if step < steps:
             pre.append(learner.prepare(batches))
     per_task = params if isinstance(params, list) else [params] * len(tasks)
-    return AdaptationRun(returns, per_task, env_steps, successes if reports_success else None)
+    return AdaptationRun(returns, per_task, env_steps, np.array(successes) if successes else None)
 
 
 def evaluate_adaptation(
