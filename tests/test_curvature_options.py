@@ -3,6 +3,7 @@ meta-gradients, MAML at initialisation, positive definiteness after any update, 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -13,9 +14,10 @@ import yaml
 import mcrl
 from mcrl.cli import main
 from mcrl.common.config import TrainConfig
-from mcrl.meta.learner import MetaObjective, curvature_for
+from mcrl.common.policies import GaussianMLPPolicy
+from mcrl.meta.learner import MetaLearner, MetaObjective, curvature_for, curvature_groups
 from tests.conftest import tiny_config
-from tests.test_learner import finite_difference, objective_value, tiny_data
+from tests.test_learner import as_float, finite_difference, objective_value, tiny_data
 
 OPTIONS = [
     # (curvature, parametrization, learn_inner_lr, first_order, inner_steps)
@@ -128,18 +130,20 @@ def test_a_checkpoint_from_before_these_options_loads_and_resumes(tmp_path, caps
         "learn_inner_lr=false",
         "policy.action_scaling=none",
         "curvature_parametrization=free",
+        "curvature_lr_scaling=none",
     )
     mcrl.train(tiny_config("iterations=1", *before), run)
     path = run / "checkpoints" / "latest.pt"
     state = torch.load(path, weights_only=True)
     # As written before these keys existed: they mean what mcrl did then, not today's defaults.
-    for key in ("curvature_parametrization", "learn_inner_lr"):
+    for key in ("curvature_parametrization", "learn_inner_lr", "curvature_lr_scaling"):
         del state["config"][key]
     del state["config"]["policy"]["action_scaling"]
     torch.save(state, path)
     loaded = mcrl.load(run)
     assert loaded.config.curvature_parametrization == "free"
     assert loaded.config.learn_inner_lr is False
+    assert loaded.config.curvature_lr_scaling == "none"
     assert loaded.config.policy.action_scaling == "none"
     assert not loaded.learner.policy.scaled and loaded.initial().action_scaling == "none"
     config = tmp_path / "c.yaml"
@@ -157,6 +161,68 @@ def test_a_checkpoint_from_before_these_options_loads_and_resumes(tmp_path, caps
         err = capsys.readouterr().err
         assert f"cannot resume: the checkpoint has {said}" in err
         assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("parametrization", ["free", "pd"])
+def test_with_factor_size_scaling_one_c_step_moves_a_factor_spectrum_by_about_curvature_lr(
+    parametrization,
+):
+    """Adam moves every entry by about its step size; a gradient whose entries agree (rank one)
+    then moves an n×n factor's largest singular value n times as far, unless scaled."""
+    policy = GaussianMLPPolicy(3, 2, hidden_sizes=(40, 30))
+    moved = {}
+    for scaling in ("factor_size", "none"):
+        cfg = TrainConfig(
+            curvature="kronecker",
+            curvature_parametrization=parametrization,
+            curvature_lr=1e-3,
+            curvature_lr_scaling=scaling,
+        )
+        curvature = curvature_for(cfg, policy.params())
+        optimizer = torch.optim.Adam(curvature_groups(curvature, cfg))
+        before = {k: torch.linalg.matrix_norm(m, 2) for k, m in curvature.factors().items()}
+        for p in curvature.parameters():
+            p.grad = -torch.ones_like(p)  # every entry pushed up together
+        optimizer.step()
+        with torch.no_grad():
+            moved[scaling] = {
+                k: float(torch.linalg.matrix_norm(m, 2) - before[k])
+                for k, m in curvature.factors().items()
+            }
+    growth = 2 if parametrization == "pd" else 1  # M = L·Lᵀ: dM = dL·Lᵀ + L·dLᵀ
+    for name, change in moved["factor_size"].items():
+        assert 0 < change <= 1.05 * growth * 1e-3, name
+        n = curvature.factors()[name].shape[0]
+        assert moved["none"][name] == pytest.approx(n * change, rel=0.05), name
+
+
+def test_an_optimizer_state_saved_with_one_curvature_group_loads_with_per_factor_step_sizes():
+    """Checkpoints from before ``curvature_lr_scaling`` hold C's Adam state in one group: the
+    moments load, and the step sizes are the config's."""
+    policy, pre, _, post = tiny_data()
+    policy, pre, post = policy.float(), as_float(pre), as_float(post)
+    cfg = TrainConfig(curvature="kronecker", inner_steps=1)
+    learner = MetaLearner(copy.deepcopy(policy), cfg)
+    learner.meta_step([pre], post)
+    state = learner.state_dict()
+    saved = state["optimizers"]["curvature"]
+    old_style = {
+        "state": saved["state"],
+        "param_groups": [
+            saved["param_groups"][0]
+            | {"params": [i for g in saved["param_groups"] for i in g["params"]], "lr": 1e-3}
+        ],
+    }
+    fresh = MetaLearner(copy.deepcopy(policy), cfg)
+    fresh.load_state_dict(state | {"optimizers": state["optimizers"] | {"curvature": old_style}})
+    optimizer = fresh.optimizers["curvature"]
+    sizes = fresh.curvature.factor_sizes()
+    for group, (name, _) in zip(
+        optimizer.param_groups, fresh.curvature.named_parameters(), strict=True
+    ):
+        assert group["lr"] == pytest.approx(1e-3 / sizes.get(name, 1))
+    for index, moments in saved["state"].items():
+        torch.testing.assert_close(optimizer.state_dict()["state"][index], moments)
 
 
 def test_the_multi_step_loss_averages_the_loss_after_every_step():

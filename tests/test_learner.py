@@ -247,6 +247,17 @@ def test_estimators_share_the_first_order_gradient(estimator):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
 
 
+def as_float(data: TaskTensors) -> TaskTensors:
+    """``tiny_data``'s float64 tensors as float32, for a learner with default dtypes."""
+    return dataclasses.replace(
+        data,
+        **{
+            f: getattr(data, f).float()
+            for f in ("observations", "actions", "log_probs", "advantages", "mask")
+        },
+    )
+
+
 def test_meta_step_moves_theta_and_curvature_and_reports_named_terms():
     policy, pre, _, post = tiny_data()
     learner = MetaLearner(
@@ -255,16 +266,7 @@ def test_meta_step_moves_theta_and_curvature_and_reports_named_terms():
             alignment_weight=0.1, learner=dataclasses.replace(TrainConfig().learner, device="cpu")
         ),
     )
-    pre, post = (
-        dataclasses.replace(
-            t,
-            **{
-                f: getattr(t, f).float()
-                for f in ("observations", "actions", "log_probs", "advantages", "mask")
-            },
-        )
-        for t in (pre, post)
-    )
+    pre, post = as_float(pre), as_float(post)
     before_theta = [p.detach().clone() for p in learner.policy.parameters()]
     before_c = [p.detach().clone() for p in learner.curvature.parameters()]
     metrics = learner.meta_step([pre], post)
@@ -289,13 +291,23 @@ def test_meta_step_moves_theta_and_curvature_and_reports_named_terms():
 def test_curvature_stats_start_at_the_identity_and_move_with_c(kind):
     policy = GaussianMLPPolicy(3, 2, hidden_sizes=(5, 4))
     curvature = make_curvature(kind, policy.params())
-    assert curvature.stats() == {"curvature_rms_from_identity": 0.0, "curvature_mean_diagonal": 1.0}
+    assert curvature.stats() == {
+        "curvature_rms_from_identity": 0.0,
+        "curvature_mean_diagonal": 1.0,
+        "curvature_min_eigenvalue": 1.0,
+        "curvature_max_singular_value": 1.0,
+    }
     if kind != "identity":
         with torch.no_grad():
             for p in curvature.parameters():
                 p.mul_(2.0)
         assert curvature.stats()["curvature_mean_diagonal"] == pytest.approx(2.0)
         assert curvature.stats()["curvature_rms_from_identity"] > 0
+        assert curvature.stats()["curvature_max_singular_value"] == pytest.approx(2.0)
+        with torch.no_grad():
+            for p in curvature.parameters():
+                p.neg_()
+        assert curvature.stats()["curvature_min_eigenvalue"] == pytest.approx(-2.0)
 
 
 def test_conjugate_gradient_solves_a_positive_definite_system():

@@ -88,6 +88,31 @@ def test_resume_from_the_committed_small_state_alone(tmp_path):
     assert (run / "affinity" / "iteration_000002.npz").is_file()
 
 
+def test_a_run_resumed_by_a_newer_mcrl_logging_more_columns_keeps_metrics_aligned(tmp_path):
+    run = tmp_path / "run"
+    mcrl.train(tiny_config(iterations=2), run)
+    path = run / "metrics.csv"
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    older = [c for c in rows[0] if c not in ("curvature_min_eigenvalue", "kl_inner")]
+    with path.open("w", newline="") as f:  # as an mcrl without these columns wrote it
+        writer = csv.DictWriter(f, fieldnames=older, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    mcrl.train(tiny_config(iterations=3), run, resume=True)
+    with path.open(newline="") as f:
+        table = list(csv.reader(f))
+    header, body = table[0], table[1:]
+    assert header[: len(older)] == older
+    assert {"curvature_min_eigenvalue", "kl_inner"} <= set(header)
+    assert all(len(row) == len(header) for row in body)
+    resumed = [dict(zip(header, row, strict=True)) for row in body]
+    assert [r["iteration"] for r in resumed] == ["0", "1", "2"]
+    assert resumed[0]["kl_inner"] == "" and float(resumed[2]["kl_inner"]) >= 0
+    assert 0.5 < float(resumed[2]["curvature_min_eigenvalue"]) <= 1.0  # near I after 3 steps
+    assert resumed[2]["loss_outer"] != "" and resumed[0]["loss_outer"] == rows[0]["loss_outer"]
+
+
 @pytest.mark.parametrize(
     "settings",
     [

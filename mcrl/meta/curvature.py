@@ -59,8 +59,16 @@ class Curvature(nn.Module, abc.ABC):
         """The matrices C multiplies gradients by, by parameter name (Kronecker factors)."""
         return {}
 
+    def factor_sizes(self) -> dict[str, int]:
+        """n for each parameter that is (the root of) an n×n matrix factor, by parameter name.
+        Adam moves every entry of such a factor by about its step size; when the entries move
+        together, the factor's spectrum moves n times as far."""
+        return {}
+
     def stats(self) -> dict[str, float]:
-        """Summary numbers for the metrics: how far C has moved from the identity."""
+        """Summary numbers for the metrics: how far C has moved from the identity, and the
+        extremes of its spectrum (a negative eigenvalue turns that direction of an adaptation
+        step into ascent; a large singular value makes the step overshoot)."""
         with torch.no_grad():
             matrices = list(self.factors().values())
             scales = [
@@ -71,11 +79,24 @@ class Curvature(nn.Module, abc.ABC):
                 for m in matrices
             ] + [(c - 1).norm() / c.numel() ** 0.5 for c in scales]
             diagonals = [m.diagonal() for m in matrices] + [c.flatten() for c in scales]
+            # A diagonal C's entries are its eigenvalues and (in absolute value) singular values.
+            # On the CPU: small matrices, and a non-symmetric eigensolver on every device.
+            on_cpu = [m.float().cpu() for m in matrices]
+            eigenvalues = [torch.linalg.eigvals(m).real for m in on_cpu]
+            singular_values = [torch.linalg.svdvals(m) for m in on_cpu]
+            eigenvalues += [c.flatten().cpu() for c in scales]
+            singular_values += [c.abs().flatten().cpu() for c in scales]
             stats = {
                 "curvature_rms_from_identity": float(torch.stack(deviations).mean())
                 if deviations
                 else 0.0,
                 "curvature_mean_diagonal": float(torch.cat(diagonals).mean()) if diagonals else 1.0,
+                "curvature_min_eigenvalue": float(torch.cat(eigenvalues).min())
+                if eigenvalues
+                else 1.0,
+                "curvature_max_singular_value": float(torch.cat(singular_values).max())
+                if singular_values
+                else 1.0,
             }
             scales_per_step = getattr(self, "log_step_scales", None)
             if scales_per_step is not None:
@@ -138,6 +159,13 @@ class KroneckerCurvature(Curvature):
         if not self.positive_definite:
             return p
         return p @ p.mT + self.epsilon * torch.eye(p.shape[0], dtype=p.dtype, device=p.device)
+
+    def factor_sizes(self):
+        return {
+            f"{side}_{self._side}.{key}": p.shape[0]
+            for side, params in (("out", self.out_params), ("in", self.in_params))
+            for key, p in params.items()
+        }
 
     def factors(self):
         out = {}

@@ -76,6 +76,16 @@ def curvature_for(config: TrainConfig, params: Params) -> Curvature:
     )
 
 
+def curvature_groups(curvature: Curvature, config: TrainConfig) -> list[dict]:
+    """The C-step's Adam parameter groups: one per parameter of C, with ``curvature_lr``
+    divided by n for an n×n Kronecker factor under ``curvature_lr_scaling: factor_size``."""
+    sizes = curvature.factor_sizes() if config.curvature_lr_scaling == "factor_size" else {}
+    return [
+        {"params": [p], "lr": config.curvature_lr / sizes.get(name, 1)}
+        for name, p in curvature.named_parameters()
+    ]
+
+
 def flatten_per_task(grads: Mapping[str, Tensor]) -> Tensor:
     """Per-task gradients ``{name: [T, ...]}`` as one ``[T, d]`` matrix."""
     return torch.cat([g.reshape(g.shape[0], -1) for g in grads.values()], dim=1)
@@ -260,17 +270,14 @@ class MetaLearner:
         self.policy = policy.to(self.device)
         self.curvature = curvature_for(config, self.policy.params()).to(self.device)
         self.objective = MetaObjective(self.policy, self.curvature, config)
-        theta = list(self.policy.parameters())
-        curvature = list(self.curvature.parameters())
+        theta = {"params": list(self.policy.parameters()), "lr": config.meta_lr}
+        curvature = curvature_groups(self.curvature, config)
         if config.schedule == "joint":
-            groups = [{"params": theta, "lr": config.meta_lr}]
-            if curvature:
-                groups.append({"params": curvature, "lr": config.curvature_lr})
-            self.optimizers = {"joint": torch.optim.Adam(groups)}
+            self.optimizers = {"joint": torch.optim.Adam([theta, *curvature])}
         else:
-            self.optimizers = {"theta": torch.optim.Adam(theta, lr=config.meta_lr)}
+            self.optimizers = {"theta": torch.optim.Adam([theta])}
             if curvature:
-                self.optimizers["curvature"] = torch.optim.Adam(curvature, lr=config.curvature_lr)
+                self.optimizers["curvature"] = torch.optim.Adam(curvature)
 
     # -- data and parameters -------------------------------------------------------------------
     def prepare(self, batches: Sequence[EpisodeBatch]) -> TaskTensors:
@@ -428,10 +435,23 @@ class MetaLearner:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Load θ, C and the optimisers' moments; the step sizes stay the config's (a resumed
+        run may change them), and so does the grouping of C's parameters (one group per
+        parameter since ``curvature_lr_scaling``; one group before)."""
         self.policy.load_state_dict(state["policy"])
         self.curvature.load_state_dict(state["curvature"])
         for name, opt in self.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
+            saved = state["optimizers"][name]
+            groups = opt.state_dict()["param_groups"]
+            saved_count = sum(len(group["params"]) for group in saved["param_groups"])
+            count = sum(len(group["params"]) for group in groups)
+            if saved_count != count:  # load_state_dict's own error, without the traceback
+                raise ValueError(
+                    f"the checkpoint's {name} optimiser holds {saved_count} parameters, "
+                    f"this learner's {count}"
+                )
+            # Both number the parameters 0..count-1 in the same order, whatever the groups.
+            opt.load_state_dict({"state": saved["state"], "param_groups": groups})
 
 
 def check_finite(terms: Mapping[str, Tensor], what: str = "loss term") -> None:

@@ -63,6 +63,34 @@ class TrainingError(RuntimeError):
     """Training stopped; the message says why and which checkpoint is intact."""
 
 
+def write_csv(path: Path, fieldnames: list[str], rows: list[dict[str, Any]]) -> None:
+    """Rewrite ``path`` with ``fieldnames`` as its header (a column a row lacks stays empty)."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """Append ``row`` to the CSV file ``path`` (created with ``row``'s keys as its header).
+    Keys the header lacks are added to it, earlier rows getting them empty: a run resumed by a
+    newer mcrl may log more columns, and their values must not land under other headers."""
+    header: list[str] = []
+    if path.exists() and path.stat().st_size > 0:
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+    columns = header + [key for key in row if key not in header]
+    if header and columns != header:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        write_csv(path, columns, rows)
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        if not header:
+            writer.writeheader()
+        writer.writerow(row)
+
+
 def tensorboard_tag(column: str) -> str:
     """A metrics.csv column as a TensorBoard tag, grouped by its first word
     (``loss_outer`` -> ``loss/outer``, ``eval_return_1`` -> ``eval/return_1``)."""
@@ -188,10 +216,7 @@ class Trainer:
         with path.open() as f:
             rows = list(csv.DictReader(f))
         fieldnames = list(rows[0]) if rows else []
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fieldnames)
-            writer.writeheader()
-            writer.writerows(r for r in rows if int(r["iteration"]) < before_iteration)
+        write_csv(path, fieldnames, [r for r in rows if int(r["iteration"]) < before_iteration])
 
     def _snapshot(self, iteration: int) -> dict[str, Any]:
         return {
@@ -340,13 +365,7 @@ class Trainer:
         )
 
     def _write_metrics(self, row: dict[str, Any]) -> None:
-        path = self.run_dir / "metrics.csv"
-        new = not path.exists() or path.stat().st_size == 0
-        with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        append_row(self.run_dir / "metrics.csv", row)
         for key, value in row.items():
             if key != "iteration" and value != "":
                 self.tensorboard.add_scalar(tensorboard_tag(key), value, row["iteration"])
