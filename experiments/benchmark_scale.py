@@ -8,7 +8,7 @@ on), writes ``learning_curves.png`` and prints the markdown of experiments/READM
 variant the mean over seeds ± a 95% t-interval, per run the mean over tasks ± a 95% interval,
 published numbers beside them, and kronecker − identity paired by seed. ``machines.json``
 (optional) names the machine each run's iterations ran on, from a first iteration on, so that
-the wall-clock is told per machine.
+the wall-clock is told per machine; a run's own ``seedN/machines.json`` overrides it.
 
     python experiments/benchmark_scale.py experiments/results/benchmarks_full/HalfCheetahDir
     python experiments/benchmark_scale.py DIR --no-evaluate   # table and curves from what is there
@@ -90,6 +90,13 @@ def wall_clock(rows: list[dict[str, str]], machines: list[dict]) -> list[str]:
                 f"{statistics.median(seconds):.1f} s/it"
             )
     return parts
+
+
+def machines_of(run: Path, family_machines: list[dict]) -> list[dict]:
+    """Where a run's iterations ran: its own ``machines.json`` if it has one (a run started
+    later than the others, elsewhere), else the family's."""
+    own = run / "machines.json"
+    return json.loads(own.read_text()) if own.is_file() else family_machines
 
 
 def learning_curves(
@@ -214,7 +221,7 @@ def report(
     lines += ["", "Wall-clock (sum of the phase timings in metrics.csv):", ""]
     for variant, dirs in runs.items():
         for run in dirs:
-            spent = "; ".join(wall_clock(metrics[run], machines))
+            spent = "; ".join(wall_clock(metrics[run], machines_of(run, machines)))
             lines.append(f"- {variant} {run.name}: {spent}")
     return "\n".join(lines)
 

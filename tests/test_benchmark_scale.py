@@ -20,6 +20,10 @@ def test_runs_are_evaluated_once_per_checkpoint_and_reported(tmp_path, capsys):
             [{"from_iteration": 0, "machine": "box A"}, {"from_iteration": 1, "machine": "box B"}]
         )
     )
+    # A run started later elsewhere names its own machine.
+    (family / "kronecker" / "seed1" / "machines.json").write_text(
+        json.dumps([{"from_iteration": 0, "machine": "box C"}])
+    )
     assert script.main([str(family), "--tasks", "2", "--steps", "1"]) == 0
     out = capsys.readouterr().out
     evaluation = json.loads((family / "kronecker" / "seed1" / "eval_ood.json").read_text())
@@ -28,6 +32,7 @@ def test_runs_are_evaluated_once_per_checkpoint_and_reported(tmp_path, capsys):
     assert "| kronecker | 2 | 2/2 |" in out  # seeds, iterations of each seed's checkpoint
     assert "| ood | 1 |" in out  # kronecker − identity paired by seed
     assert "identity seed0: 1 its on box A" in out and "1 its on box B" in out
+    assert "kronecker seed1: 2 its on box C" in out
 
     # The same checkpoint is not evaluated again.
     written = (family / "identity" / "seed0" / "eval_test.json").stat().st_mtime_ns
