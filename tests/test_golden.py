@@ -19,6 +19,8 @@ from tests.conftest import tiny_config
 GOLDEN = Path(__file__).parent / "golden"
 # Recorded before the adaptation defaults changed; these keys keep them what they were.
 BEFORE_ADAPTATION_DEFAULTS = ("inner_steps=1", "learn_inner_lr=false", "policy.action_scaling=none")
+# Recorded before C's factors stepped with curvature_lr / n.
+BEFORE_FACTOR_SIZE_SCALING = "curvature_lr_scaling=none"
 RUNS = {
     # second order, Kronecker C, the alignment loss, PPO outer step, with the adaptation
     # defaults (two inner steps with learned step sizes, the policy in units of the action range)
@@ -28,6 +30,7 @@ RUNS = {
         "outer_epochs=3",
         "iterations=3",
         "eval_every=3",
+        BEFORE_FACTOR_SIZE_SCALING,
     ),
     # Meta-SGD with the TRPO outer step and the split alignment estimator on Pendulum
     "pendulum_trpo_diagonal": (
@@ -49,6 +52,7 @@ RUNS = {
         "inner_estimator=dice",
         "iterations=3",
         "eval_every=3",
+        BEFORE_FACTOR_SIZE_SCALING,
         *BEFORE_ADAPTATION_DEFAULTS,
     ),
 }
