@@ -48,7 +48,8 @@ def table(dir_a: Path, dir_b: Path, splits: list[str]) -> str:
             significant = "–" if math.isnan(ci) else ("yes" if abs(diff) > ci else "no")
             lines.append(
                 f"| {split} | {k} | {format_mean_ci(mean_a, ci_a)} | {format_mean_ci(mean_b, ci_b)} "
-                f"| {diff:+.1f} ± {ci:.1f} | {len(seeds)} | {significant} |"
+                f"| {diff:+.1f}{'' if math.isnan(ci) else f' ± {ci:.1f}'} | {len(seeds)} "
+                f"| {significant} |"
             )
     return "\n".join(lines)
 
