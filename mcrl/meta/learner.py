@@ -445,7 +445,9 @@ class MetaLearner:
             groups = opt.state_dict()["param_groups"]
             saved_count = sum(len(group["params"]) for group in saved["param_groups"])
             count = sum(len(group["params"]) for group in groups)
-            if saved_count != count:  # load_state_dict's own error, without the traceback
+            # The saved groups are replaced by this optimiser's below, which would hide a
+            # different parameter count from torch's own check.
+            if saved_count != count:
                 raise ValueError(
                     f"the checkpoint's {name} optimiser holds {saved_count} parameters, "
                     f"this learner's {count}"
