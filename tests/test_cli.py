@@ -103,6 +103,27 @@ def test_bench_learner_reports_ms_per_meta_step(capsys, tmp_path):
     )
 
 
+def test_bench_learner_times_the_meta_step_of_every_inner_step(capsys, tmp_path, monkeypatch):
+    from mcrl.meta.learner import MetaLearner
+
+    seen = []
+    real_meta_step = MetaLearner.meta_step
+
+    def spy(self, pre, post):
+        seen.append(len(pre))
+        return real_meta_step(self, pre, post)
+
+    monkeypatch.setattr(MetaLearner, "meta_step", spy)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "family: Navigation2D\nhorizon: 5\nmeta_batch_size: 2\nepisodes_per_task: 2\n"
+        "inner_steps: 3\nouter_epochs: 1\npolicy: {hidden_sizes: [8]}\n"
+    )
+    assert main(["bench", "learner", str(config), "--repeats", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["inner_steps"] == 3
+    assert seen == [3, 3]  # a warm-up and one timed meta-step, each on 3 pre-adaptation phases
+
+
 def test_bench_e2e_reports_seconds_per_iteration_and_peak_memory(capsys, tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(

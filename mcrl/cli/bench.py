@@ -177,8 +177,13 @@ def bench_learner(
         )
         return [batches[i % len(batches)] for i in range(len(tasks))]
 
+    # One phase before each of the inner_steps adaptation steps, and the phase after the last.
     pre = [learner.prepare(sample(learner.theta_numpy(), 0))]
-    post = learner.prepare(sample(learner.adapted_params(pre)[: len(collected)], 1))
+    for step in range(1, config.inner_steps + 1):
+        phase = learner.prepare(sample(learner.adapted_params(pre)[: len(collected)], step))
+        if step < config.inner_steps:
+            pre.append(phase)
+    post = phase
     sampler.close()
     state = learner.state_dict()
     cuda = learner.device.type == "cuda"
@@ -201,6 +206,7 @@ def bench_learner(
         "horizon": family.horizon,
         "hidden_sizes": list(config.policy.hidden_sizes),
         "curvature": config.curvature,
+        "inner_steps": config.inner_steps,
         "first_order": config.first_order,
         "task_batching": config.learner.task_batching,
         "outer": config.outer,
