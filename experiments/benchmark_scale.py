@@ -9,6 +9,9 @@ variant the mean over seeds ± a 95% t-interval, per run the mean over tasks ± 
 published numbers beside them, and kronecker − identity paired by seed. ``machines.json``
 (optional) names the machine each run's iterations ran on, from a first iteration on, so that
 the wall-clock is told per machine; a run's own ``seedN/machines.json`` overrides it.
+Baselines evaluated on the same splits (``experiments/baselines/sb3_ppo.py`` records in
+``FAMILY_DIR/../baselines/FAMILY/METHOD/seedN/eval_SPLIT.json``) get rows of their own; their
+"steps" are PPO updates on as many episodes as one adaptation step.
 
     python experiments/benchmark_scale.py experiments/results/benchmarks_full/HalfCheetahDir
     python experiments/benchmark_scale.py DIR --no-evaluate   # table and curves from what is there
@@ -201,6 +204,13 @@ def report(
             lines.append(
                 f"| {variant} | {len(pairs)} | {iterations} | {env_steps} | {' | '.join(cells)} |"
             )
+        for method, records in baselines_of(family_dir, split).items():
+            returns = [e["returns"] for _, e in records]
+            cells = [format_mean_ci(*mean_and_t95([r[k] for r in returns])) for k in steps]
+            pretrain = "/".join(f"{e.get('pretrain_env_steps', 0) / 1e6:.1f}M" for _, e in records)
+            lines.append(
+                f"| {method} (PPO updates) | {len(records)} | | {pretrain} | {' | '.join(cells)} |"
+            )
         if family in PUBLISHED and split == "test":
             name, published = PUBLISHED[family]
             cells = " | ".join(f"{published[k]:.1f}" for k in steps if k < len(published))
@@ -216,6 +226,10 @@ def report(
             for run, e in pairs:
                 cells = [format_mean_ci(e["returns"][k], e["ci95"][k]) for k in steps]
                 lines.append(f"| {variant} {run.name} | {' | '.join(cells)} |")
+        for method, records in baselines_of(family_dir, split).items():
+            for seed, e in records:
+                cells = [format_mean_ci(e["returns"][k], e["ci95"][k]) for k in steps]
+                lines.append(f"| {method} {seed} | {' | '.join(cells)} |")
         if {"identity", "kronecker"} <= set(runs):
             lines += ["", _paired_table(family_dir / "kronecker", family_dir / "identity", [split])]
     lines += ["", "Wall-clock (sum of the phase timings in metrics.csv):", ""]
@@ -224,6 +238,20 @@ def report(
             spent = "; ".join(wall_clock(metrics[run], machines_of(run, machines)))
             lines.append(f"- {variant} {run.name}: {spent}")
     return "\n".join(lines)
+
+
+def baselines_of(family_dir: Path, split: str) -> dict[str, list[tuple[str, dict]]]:
+    """``{method: [(seed directory name, eval record)]}`` of the family's baselines on ``split``."""
+    root = family_dir.parent / "baselines" / family_dir.name
+    methods = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    found = {
+        method.name: [
+            (path.parent.name, json.loads(path.read_text()))
+            for path in sorted(method.glob(f"seed*/eval_{split}.json"))
+        ]
+        for method in methods
+    }
+    return {method: records for method, records in found.items() if records}
 
 
 def _env_steps(rows: list[dict], iteration: int) -> float:

@@ -24,8 +24,15 @@ def test_runs_are_evaluated_once_per_checkpoint_and_reported(tmp_path, capsys):
     (family / "kronecker" / "seed1" / "machines.json").write_text(
         json.dumps([{"from_iteration": 0, "machine": "box C"}])
     )
+    # A baseline's record beside the runs (as experiments/baselines/sb3_ppo.py writes it).
+    baseline = tmp_path / "baselines" / "Navigation2D" / "sb3_ppo_scratch" / "seed0"
+    baseline.mkdir(parents=True)
+    record = {"split": "test", "returns": [-40.0, -30.0], "ci95": [1.0, 1.0]}
+    (baseline / "eval_test.json").write_text(json.dumps(record | {"pretrain_env_steps": 0}))
     assert script.main([str(family), "--tasks", "2", "--steps", "1"]) == 0
     out = capsys.readouterr().out
+    assert "| sb3_ppo_scratch (PPO updates) | 1 | | 0.0M | -40.0 | -30.0 |" in out
+    assert "| sb3_ppo_scratch seed0 | -40.0 ± 1.0 | -30.0 ± 1.0 |" in out
     evaluation = json.loads((family / "kronecker" / "seed1" / "eval_ood.json").read_text())
     assert evaluation["iteration"] == 1 and len(evaluation["returns"]) == 2
     assert (family / "learning_curves.png").stat().st_size > 0
