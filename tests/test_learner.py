@@ -231,6 +231,27 @@ def test_batched_and_looped_inner_gradients_agree():
         torch.testing.assert_close(grads[True][name], grads[False][name])
 
 
+@pytest.mark.parametrize("adapt_log_std", [True, False])
+def test_values_only_adaptation_equals_the_differentiable_one(adapt_log_std):
+    """Sampling and evaluation adapt without a graph across steps; the values are the same."""
+    policy, pre, pre2, post = tiny_data()
+    cfg = TrainConfig(inner_steps=3, adapt_log_std=adapt_log_std)
+    curvature = make_curvature("kronecker", policy.params(), steps=3, learn_step_sizes=True)
+    curvature = curvature.double()
+    with torch.no_grad():  # C away from the identity, step sizes away from 1
+        for p in curvature.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    objective = MetaObjective(policy, curvature, cfg)
+    theta = {n: p.detach().requires_grad_() for n, p in policy.params().items()}
+    first = objective.first_step(theta, pre, create_graph=False)
+    graph = objective.adapt_steps(theta, [pre, pre2, post], first)
+    values = objective.adapt_steps(theta, [pre, pre2, post], first, differentiable=False)
+    for step_graph, step_values in zip(graph, values, strict=True):
+        for name, value in step_values.items():
+            assert torch.equal(value, step_graph[name]), name
+            assert value.grad_fn is None  # no graph back to θ, C or an earlier step
+
+
 @pytest.mark.parametrize("estimator", ["vpg", "lvc", "dice"])
 def test_estimators_share_the_first_order_gradient(estimator):
     policy, pre, _, _ = tiny_data()

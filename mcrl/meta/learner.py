@@ -181,28 +181,46 @@ class MetaObjective(nn.Module):
         return self.inner_grads(per_task(theta, data.num_tasks), data, create_graph=create_graph)
 
     def adapt_steps(
-        self, theta: Params, pre: Sequence[TaskTensors], first: InnerGradients
+        self,
+        theta: Params,
+        pre: Sequence[TaskTensors],
+        first: InnerGradients,
+        *,
+        differentiable: bool = True,
     ) -> list[dict[str, Tensor]]:
-        """Each task's parameters [T, ...] after each of ``len(pre)`` adaptation steps from θ."""
-        second_order = not self.config.first_order
+        """Each task's parameters [T, ...] after each of ``len(pre)`` adaptation steps from θ.
+
+        ``differentiable=False`` (sampling, evaluation) gives the same values without a graph
+        from one step to the next: each step's parameters are new leaves, so a later step's
+        inner gradient is a plain backward instead of one that records a double-backward graph.
+        """
+        second_order = differentiable and not self.config.first_order
         params = per_task(theta, pre[0].num_tasks)
         step, after = first, []
         for k, data in enumerate(pre):
             if k > 0:
                 step = self.inner_grads(params, data, create_graph=second_order)
             grads = step.grads if second_order else step.detached().grads
-            stepped = adapt(params, grads, self.curvature, self.config.inner_lr, step=k)
+            with torch.set_grad_enabled(differentiable):
+                stepped = adapt(params, grads, self.curvature, self.config.inner_lr, step=k)
             if not self.config.adapt_log_std and "log_std" in params:
                 stepped["log_std"] = params["log_std"]
+            if not differentiable:
+                stepped = {n: p.detach().requires_grad_() for n, p in stepped.items()}
             params = stepped
             after.append(params)
         return after
 
     def adapt(
-        self, theta: Params, pre: Sequence[TaskTensors], first: InnerGradients
+        self,
+        theta: Params,
+        pre: Sequence[TaskTensors],
+        first: InnerGradients,
+        *,
+        differentiable: bool = True,
     ) -> dict[str, Tensor]:
         """Each task's parameters [T, ...] after ``len(pre)`` adaptation steps from θ."""
-        return self.adapt_steps(theta, pre, first)[-1]
+        return self.adapt_steps(theta, pre, first, differentiable=differentiable)[-1]
 
     def outer(
         self, theta: Params, pre: Sequence[TaskTensors], post: TaskTensors, first: InnerGradients
@@ -299,7 +317,7 @@ class MetaLearner:
         """Each task's adapted parameters after ``len(pre)`` steps, for sampling."""
         theta = {n: p.detach().requires_grad_() for n, p in self.policy.params().items()}
         first = self.objective.first_step(theta, pre[0], create_graph=False)
-        adapted = self.objective.adapt(theta, pre, first)
+        adapted = self.objective.adapt(theta, pre, first, differentiable=False)
         # Episodes sampled with non-finite parameters would fail later with a less clear error.
         check_finite(adapted, what=f"adapted parameter after {len(pre)} inner step(s)")
         return [
