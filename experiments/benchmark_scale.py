@@ -184,6 +184,7 @@ def report(
         found = [e for pairs in evals.values() for _, e in pairs]
         if not found:
             continue
+        baselines = baselines_of(family_dir, split)
         steps = range(min(len(e["returns"]) for e in found))
         header = " | ".join(str(k) for k in steps)
         lines += [
@@ -204,7 +205,7 @@ def report(
             lines.append(
                 f"| {variant} | {len(pairs)} | {iterations} | {env_steps} | {' | '.join(cells)} |"
             )
-        for method, records in baselines_of(family_dir, split).items():
+        for method, records in baselines.items():
             returns = [e["returns"] for _, e in records]
             cells = [format_mean_ci(*mean_and_t95([r[k] for r in returns])) for k in steps]
             pretrain = "/".join(f"{e.get('pretrain_env_steps', 0) / 1e6:.1f}M" for _, e in records)
@@ -226,7 +227,7 @@ def report(
             for run, e in pairs:
                 cells = [format_mean_ci(e["returns"][k], e["ci95"][k]) for k in steps]
                 lines.append(f"| {variant} {run.name} | {' | '.join(cells)} |")
-        for method, records in baselines_of(family_dir, split).items():
+        for method, records in baselines.items():
             for seed, e in records:
                 cells = [format_mean_ci(e["returns"][k], e["ci95"][k]) for k in steps]
                 lines.append(f"| {method} {seed} | {' | '.join(cells)} |")
