@@ -148,3 +148,24 @@ def test_bench_e2e_with_an_unknown_family_is_one_line_and_exit_2(capsys):
     assert main(["bench", "e2e", str(config), "--set", "family=Nope"]) == 2
     err = capsys.readouterr().err
     assert "unknown family 'Nope'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_learner_counts_the_ops_of_a_meta_step(capsys, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "family: Navigation2D\nhorizon: 5\nmeta_batch_size: 2\nepisodes_per_task: 4\n"
+        "inner_steps: 1\nouter_epochs: 1\npolicy: {hidden_sizes: [16]}\n"
+    )
+    args = ["bench", "learner", str(config), "--repeats", "1", "--count-ops", "64", "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    # The 16-wide hidden layer's activations over 2 tasks x 4 episodes x 5 steps have >= 64
+    # elements, so its products are counted; the table keeps the 20 longest, largest first.
+    rows = result["ops"]
+    assert 0 < len(rows) <= 20
+    assert sum(row["count"] for row in rows) <= result["ops_counted"]
+    assert len(rows) == 20 or sum(row["count"] for row in rows) == result["ops_counted"]
+    assert any(row["op"].startswith(("mm(", "bmm(", "addmm(", "baddbmm(")) for row in rows)
+    times = [row["ms"] for row in rows]
+    assert times == sorted(times, reverse=True)
+    assert main(["bench", "learner", str(config), "--count-ops", "0"]) == 2

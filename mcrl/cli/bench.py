@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import psutil
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mcrl.common.config import TrainConfig
 from mcrl.common.policies import make_policy, params_to_numpy
@@ -149,15 +150,64 @@ def bench_sampler(
     return result
 
 
+class OpCounter(TorchDispatchMode):
+    """Counts and times, per ATen op and argument shapes, the ops of the code run inside it that
+    touch a tensor of at least ``min_elements`` elements.
+
+    Counts do not depend on the machine's load, so they tell what a computation is made of where
+    timings are too noisy to compare; the times (CPU only: ops run synchronously there) say which
+    of them dominate.
+    """
+
+    def __init__(self, min_elements: int):
+        super().__init__()
+        self.min_elements = min_elements
+        self.counts: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        start = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        elapsed = time.perf_counter() - start
+        tensors = [
+            t
+            for t in (*torch.utils._pytree.tree_leaves((args, kwargs)), out)
+            if isinstance(t, torch.Tensor)
+        ]
+        if any(t.numel() >= self.min_elements for t in tensors):
+            shapes = ", ".join(
+                str(list(a.shape))
+                for a in torch.utils._pytree.tree_leaves((args, kwargs))
+                if isinstance(a, torch.Tensor)
+            )
+            key = f"{func.overloadpacket.__name__}({shapes})"
+            self.counts[key] = self.counts.get(key, 0) + 1
+            self.seconds[key] = self.seconds.get(key, 0.0) + elapsed
+        return out
+
+    def table(self, top: int) -> list[dict[str, Any]]:
+        """The ``top`` most time-consuming entries, largest first."""
+        keys = sorted(self.counts, key=lambda k: self.seconds[k], reverse=True)[:top]
+        return [
+            {"op": k, "count": self.counts[k], "ms": round(1000 * self.seconds[k], 1)} for k in keys
+        ]
+
+
 def bench_learner(
-    config: TrainConfig, *, repeats: int = 3, sampled_tasks: int | None = None
+    config: TrainConfig,
+    *,
+    repeats: int = 3,
+    sampled_tasks: int | None = None,
+    count_ops: int | None = None,
 ) -> dict[str, Any]:
     """Milliseconds per meta-step (all ``outer_epochs``) on one iteration's real episodes.
 
     ``sampled_tasks`` collects episodes for that many tasks only and reuses them for the rest of
     the meta-batch: a meta-step's cost depends on its data's shapes, not its values, so a large
     meta-batch can be timed without sampling all of it. On CUDA the result also has the peak GPU
-    memory of the meta-step.
+    memory of the meta-step. ``count_ops`` runs one more meta-step under an :class:`OpCounter`
+    with that ``min_elements`` and adds its entries (``ops``: the 20 that took longest;
+    ``ops_counted``: how many ops it counted, ``ops_ms``: their total time).
     """
     from mcrl.training.build import build_family, build_learner, build_policy
 
@@ -220,6 +270,16 @@ def bench_learner(
         result["peak_gpu_memory_mb"] = round(
             torch.cuda.max_memory_allocated(learner.device) / 2**20, 1
         )
+    if count_ops is not None:
+        learner.load_state_dict(state)
+        with OpCounter(check_positive_int("count_ops", count_ops)) as counter:
+            learner.meta_step(pre, post)
+        result |= {
+            "ops_min_elements": count_ops,
+            "ops_counted": sum(counter.counts.values()),
+            "ops_ms": round(1000 * sum(counter.seconds.values()), 1),
+            "ops": counter.table(top=20),
+        }
     return result
 
 

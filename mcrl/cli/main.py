@@ -111,7 +111,12 @@ def _bench_config(args: argparse.Namespace, console: Console) -> int:
     config = load_config(args.config, args.set)
     configure_torch_threads(config.learner.num_threads or available_cpus())
     if args.what == "learner":
-        result = bench_learner(config, repeats=args.repeats, sampled_tasks=args.sampled_tasks)
+        result = bench_learner(
+            config,
+            repeats=args.repeats,
+            sampled_tasks=args.sampled_tasks,
+            count_ops=args.count_ops,
+        )
     else:
         result = bench_e2e(config, iterations=args.iterations, warmup=args.warmup)
     result["command"] = " ".join(["mcrl", *sys.argv[1:]])
@@ -122,8 +127,18 @@ def _bench_config(args: argparse.Namespace, console: Console) -> int:
         table.add_column("setting")
         table.add_column("value", justify="right")
         for key, value in result.items():
-            table.add_row(key, str(value))
+            if key != "ops":
+                table.add_row(key, str(value))
         console.print(table)
+        if "ops" in result:
+            ops = Table(
+                title=f"ops touching ≥ {result['ops_min_elements']:,} elements, one meta-step"
+            )
+            for column in ("op (argument shapes)", "count", "ms"):
+                ops.add_column(column, justify="left" if column.startswith("op") else "right")
+            for row in result["ops"]:
+                ops.add_row(row["op"], str(row["count"]), f"{row['ms']:,}")
+            console.print(ops)
     return 0
 
 
@@ -429,6 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="sample episodes for this many tasks and reuse them for the rest of the meta-batch "
         "(the time depends on shapes only; default: sample every task)",
+    )
+    learner.add_argument(
+        "--count-ops",
+        type=int,
+        metavar="MIN_ELEMENTS",
+        help="also count and time, per op and shapes, one meta-step's ops that touch a tensor of "
+        "at least MIN_ELEMENTS elements (counts do not depend on the machine's load)",
     )
     learner.add_argument("--json", action="store_true")
     learner.set_defaults(handler=_bench_config)
