@@ -231,3 +231,23 @@ def test_export_never_overwrites_a_model(pendulum_run, tmp_path, capsys):
     assert main(["export-sb3", str(pendulum_run), "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert out.read_bytes() == b"someone's model"
+
+
+def test_affinity_plot_orders_and_labels_named_task_parameters(tmp_path):
+    # Meta-World's tasks carry their type's name beside numeric positions.
+    from mcrl.cli.plots import plot_affinity, task_order
+
+    params = [
+        {"task_name": "reach-v3", "goal": [0.2, 0.8]},
+        {"task_name": "push-v3", "goal": [0.1, 0.9]},
+        {"task_name": "reach-v3", "goal": [-0.1, 0.7]},
+        {"task_name": "push-v3", "goal": [0.1, -10.0]},
+    ]
+    assert task_order(params).tolist() == [3, 1, 2, 0]
+    npz = tmp_path / "iteration_000000.npz"
+    np.savez(
+        npz,
+        affinity=np.arange(16, dtype=float).reshape(4, 4),
+        task_params=np.array([json.dumps(p) for p in params]),
+    )
+    _assert_png(plot_affinity(npz, tmp_path / "affinity.png"))

@@ -91,10 +91,22 @@ def plot_adaptation(record: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+def _sort_items(value: Any) -> list[tuple[int, Any]]:
+    """A parameter's value as items that compare with any other's: names (Meta-World's
+    ``task_name``) before numbers, numbers by value."""
+    if isinstance(value, str):
+        return [(0, value)]
+    return [(1, float(x)) for x in np.ravel(value)]
+
+
+def _label(value: Any) -> str:
+    return value if isinstance(value, str) else str(np.round(np.asarray(value, float), 2).tolist())
+
+
 def task_order(task_params: list[dict[str, Any]]) -> np.ndarray:
     """Indices that sort tasks by their parameters (first parameter first)."""
-    vectors = np.array([np.concatenate([np.ravel(v) for v in p.values()]) for p in task_params])
-    return np.lexsort(vectors.T[::-1])
+    keys = [[item for v in p.values() for item in _sort_items(v)] for p in task_params]
+    return np.array(sorted(range(len(task_params)), key=keys.__getitem__), dtype=int)
 
 
 def plot_affinity(npz_path: Path, path: Path) -> Path:
@@ -106,9 +118,7 @@ def plot_affinity(npz_path: Path, path: Path) -> Path:
     image = ax.imshow(affinity, cmap="viridis")
     fig.colorbar(image, ax=ax, label="‖g_i − g_j‖²")
     if len(order) <= 20:
-        labels = [
-            ", ".join(f"{np.round(v, 2).tolist()}" for v in params[i].values()) for i in order
-        ]
+        labels = [", ".join(_label(v) for v in params[i].values()) for i in order]
         ax.set_xticks(range(len(order)), labels, rotation=90, fontsize="x-small")
         ax.set_yticks(range(len(order)), labels, fontsize="x-small")
     ax.set_title(f"task affinity ({npz_path.stem}), ordered by {', '.join(params[0])}")
