@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import psutil
 import torch
+from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mcrl.common.config import TrainConfig
@@ -169,17 +170,10 @@ class OpCounter(TorchDispatchMode):
         start = time.perf_counter()
         out = func(*args, **(kwargs or {}))
         elapsed = time.perf_counter() - start
-        tensors = [
-            t
-            for t in (*torch.utils._pytree.tree_leaves((args, kwargs)), out)
-            if isinstance(t, torch.Tensor)
-        ]
-        if any(t.numel() >= self.min_elements for t in tensors):
-            shapes = ", ".join(
-                str(list(a.shape))
-                for a in torch.utils._pytree.tree_leaves((args, kwargs))
-                if isinstance(a, torch.Tensor)
-            )
+        inputs = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        outputs = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+        if any(t.numel() >= self.min_elements for t in inputs + outputs):
+            shapes = ", ".join(str(list(t.shape)) for t in inputs)
             key = f"{func.overloadpacket.__name__}({shapes})"
             self.counts[key] = self.counts.get(key, 0) + 1
             self.seconds[key] = self.seconds.get(key, 0.0) + elapsed
