@@ -206,6 +206,8 @@ def bench_learner(
     from mcrl.training.build import build_family, build_learner, build_policy
 
     check_positive_int("repeats", repeats)
+    if count_ops is not None:
+        check_positive_int("count_ops", count_ops)
     family = build_family(config)
     learner = build_learner(config, build_policy(config, family))
     sampler = LocalSampler(family, learner.policy)
@@ -266,7 +268,7 @@ def bench_learner(
         )
     if count_ops is not None:
         learner.load_state_dict(state)
-        with OpCounter(check_positive_int("count_ops", count_ops)) as counter:
+        with OpCounter(count_ops) as counter:
             learner.meta_step(pre, post)
         result |= {
             "ops_min_elements": count_ops,
