@@ -73,6 +73,26 @@ def test_a_task_type_switch_rebuilds_the_env_and_episodes_match_a_fresh_env():
         np.testing.assert_array_equal(a.success, b.success)
 
 
+def test_envs_move_between_positions_by_task_type_and_episodes_match_fresh_envs(monkeypatch):
+    family = built("MetaWorldML10")
+    policy = make_policy_for(family)
+    params = {k: v.detach().numpy() for k, v in policy.params().items()}
+    tasks = family.sample_tasks(20, split="train", seed=0)
+    first = tasks[0]
+    other = next(t for t in tasks if t.params["task_name"] != first.params["task_name"])
+    reused = mcrl.LocalSampler(family, policy)
+    reused.sample([first, other], params, 1, seed=0, iteration=0)
+    builds, make_env = [], family.make_env
+    monkeypatch.setattr(family, "make_env", lambda task: builds.append(task) or make_env(task))
+    swapped = reused.sample([other, first], params, 1, seed=0, iteration=0)
+    assert builds == []  # the two envs swapped positions, none was rebuilt
+    monkeypatch.undo()
+    fresh = mcrl.LocalSampler(family, policy).sample([other, first], params, 1, seed=0, iteration=0)
+    for a, b in zip(swapped, fresh, strict=True):
+        np.testing.assert_array_equal(a.observations, b.observations)
+        np.testing.assert_array_equal(a.rewards, b.rewards)
+
+
 def test_success_is_recorded_and_reaches_metrics_and_eval_json(tmp_path):
     config = tiny_config(
         "family=MetaWorldML1", "horizon=20", "meta_batch_size=2", "iterations=1", "eval_every=1"

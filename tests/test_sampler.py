@@ -261,6 +261,69 @@ def test_success_is_recorded_per_episode_and_reaches_metrics_and_eval(tmp_path):
     assert adapted.info["success"] == [1.0, 1.0]  # a goal to the right: success at step 2
 
 
+class _OfKind(gym.Wrapper):
+    """An env that serves one kind of task only (as a Meta-World env serves one task type)."""
+
+    def __init__(self, env, kind: bool):
+        super().__init__(env)
+        self.kind, self.closed = kind, False
+
+    def close(self):
+        self.closed = True
+        super().close()
+
+
+class NavigationOfTwoKinds(Navigation2D):
+    """Goals left and right of the start need envs of their own kind; counts what it builds."""
+
+    name = "NavigationOfTwoKinds"
+    make_vector_env = mcrl.TaskFamily.make_vector_env  # the serial path, which re-targets envs
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.built: list[_OfKind] = []
+
+    def make_env(self, task):
+        self.built.append(_OfKind(super().make_env(task), task.params["goal"][0] > 0))
+        return self.built[-1]
+
+    def can_retarget(self, env, task):
+        return env.kind == (task.params["goal"][0] > 0)
+
+
+def test_envs_are_reused_by_kind_whatever_their_position():
+    def tasks_at(family, x, first_index):
+        return [
+            family.task({"goal": [x, y]}, split="train", index=first_index + i)
+            for i, y in enumerate([0.1, 0.2])
+        ]
+
+    family = NavigationOfTwoKinds(horizon=10)
+    right, left = tasks_at(family, 0.3, 0), tasks_at(family, -0.3, 2)
+    policy = make_policy_for(family)
+    params = params_to_numpy(policy.params())
+    family.built.clear()  # the policy's probe for the spaces
+    sampler = mcrl.LocalSampler(family, policy)
+    sampler.sample(right + left, params, 1, seed=0, iteration=0)
+    assert len(family.built) == 4
+    # The kinds swap positions: no env is rebuilt, and the episodes are those of fresh envs.
+    swapped = sampler.sample(left + right, params, 1, seed=0, iteration=1)
+    assert len(family.built) == 4
+    fresh = NavigationOfTwoKinds(horizon=10)
+    assert_same_batches(
+        swapped,
+        mcrl.LocalSampler(fresh, policy).sample(
+            tasks_at(fresh, -0.3, 2) + tasks_at(fresh, 0.3, 0), params, 1, seed=0, iteration=1
+        ),
+    )
+    # One task of a batch of four: one env in use and one spare (the other left one, used in
+    # the last batch at a lower position than the right ones); the right ones are closed.
+    sampler.sample(left[:1], params, 1, seed=0, iteration=2)
+    assert [env.closed for env in family.built] == [True, True, False, False]
+    sampler.sample(left, params, 1, seed=0, iteration=3)
+    assert len(family.built) == 4
+
+
 def test_families_without_success_report_none():
     sampler, tasks, params = sampler_and_params("Navigation2D", 2)
     batches = sampler.sample(tasks, params, 2, seed=0, iteration=0)

@@ -72,7 +72,14 @@ class TaskVectorEnv(abc.ABC):
 
 
 class SerialTaskVectorEnv(TaskVectorEnv):
-    """One Gymnasium env per episode, built once and re-targeted with ``family.set_task``."""
+    """One Gymnasium env per episode, built once and re-targeted with ``family.set_task``.
+
+    Envs are matched to tasks by ``family.can_retarget``, not by position, and the ones a batch
+    does not use are kept as spares (at most as many as the batch has envs, the least recently
+    used dropped first): a family whose envs differ in kind (Meta-World's task types, each its
+    own MuJoCo model, ~0.3-1 s to build) then rebuilds an env only when no spare of that kind is
+    left, instead of whenever a position changes kind.
+    """
 
     def __init__(self, family: TaskFamily, tasks: Sequence[Task]):
         self.family = family
@@ -90,14 +97,22 @@ class SerialTaskVectorEnv(TaskVectorEnv):
         return self._count
 
     def set_tasks(self, tasks: Sequence[Task]) -> None:
-        for k, task in enumerate(tasks):
-            if k < len(self._envs) and self.family.can_retarget(self._envs[k], task):
-                self.family.set_task(self._envs[k], task)
-            elif k < len(self._envs):  # another kind of env (another Meta-World task type)
-                self._envs[k].close()
-                self._envs[k] = self.family.make_env(task)
+        # Spares in order of last use; for a family whose envs all retarget (the usual case) env
+        # k stays at position k, as if matched by position.
+        spares = self._envs
+        envs = []
+        for task in tasks:
+            match = next(
+                (i for i, env in enumerate(spares) if self.family.can_retarget(env, task)), None
+            )
+            if match is None:
+                envs.append(self.family.make_env(task))
             else:
-                self._envs.append(self.family.make_env(task))
+                envs.append(spares.pop(match))
+                self.family.set_task(envs[-1], task)
+        for env in spares[len(tasks) :]:
+            env.close()
+        self._envs = envs + spares[: len(tasks)]
         self._count = len(tasks)
 
     def reset(self, seeds: Sequence[int]) -> np.ndarray:
