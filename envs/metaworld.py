@@ -70,6 +70,7 @@ class _MetaWorldFamily(TaskFamily):
 
     default_horizon = MAX_PATH_LENGTH
     reports_success = True
+    group_by = "task_name"
 
     def __init__(self, horizon: int | None = None, benchmark_seed: int = 0):
         super().__init__(horizon)

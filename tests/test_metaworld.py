@@ -102,6 +102,9 @@ def test_success_is_recorded_and_reaches_metrics_and_eval_json(tmp_path):
     assert {"success_pre", "success_post", "eval_success_0"} <= set(header)
     evaluation = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert len(evaluation["success"]) == len(evaluation["returns"]) == config.inner_steps + 1
+    # ... and per task type (one here: ML1), as the whole.
+    assert evaluation["group_by"] == "task_name" and list(evaluation["groups"]) == ["reach-v3"]
+    assert evaluation["groups"]["reach-v3"]["success"] == pytest.approx(evaluation["success"])
 
 
 def test_bad_task_parameters_are_one_line(family):

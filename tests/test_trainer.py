@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mcrl_envs.navigation import Navigation2D
 
 import mcrl
 from mcrl.common.config import ConfigError, load_config
+from mcrl.training.evaluation import group_records
 from mcrl.training.trainer import Trainer, TrainingError, load_checkpoint
 from tests.conftest import run_mcrl
 
@@ -302,6 +304,41 @@ def test_evaluate_writes_eval_json_with_k_plus_one_entries(tmp_path, capsys):
         and written["tasks"] == 3
     )
     assert np.isfinite(written["returns"]).all() and written["env_steps"] > 0
+
+
+class NavigationByGoal(Navigation2D):
+    """Tasks grouped by their goal, as Meta-World's are by their type."""
+
+    name = "NavigationByGoal"
+    group_by = "goal"
+
+
+def test_evaluate_reports_each_kind_of_task_where_the_family_groups_them(tmp_path, capsys):
+    from mcrl.cli import main
+
+    mcrl.register_family(NavigationByGoal.name, NavigationByGoal, overwrite=True)
+    run = tmp_path / "run"
+    mcrl.train(tiny_config(f"family={NavigationByGoal.name}"), run)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--tasks", "3", "--steps", "1"]) == 0
+    record = json.loads((run / "eval.json").read_text())
+    groups = record["groups"]
+    assert record["group_by"] == "goal" and len(groups) == 3  # three goals, a task each
+    assert all(g["tasks"] == 1 and len(g["returns"]) == 2 for g in groups.values())
+    np.testing.assert_allclose(
+        np.mean([g["returns"] for g in groups.values()], axis=0), record["returns"], rtol=1e-6
+    )
+    assert "returns per goal" in capsys.readouterr().out
+
+
+def test_group_records_average_each_kind_over_its_tasks():
+    returns = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 9.0]])  # [steps + 1, tasks]
+    successes = np.array([[0.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    groups = group_records(["push", "reach", "push"], returns, successes)
+    assert list(groups) == ["push", "reach"]
+    assert groups["push"] == {"tasks": 2, "returns": [2.0, 6.5], "success": [0.0, 0.5]}
+    assert groups["reach"] == {"tasks": 1, "returns": [2.0, 5.0], "success": [1.0, 1.0]}
+    assert "success" not in group_records(["a"], returns[:, :1])["a"]
 
 
 @pytest.mark.parametrize(

@@ -166,7 +166,22 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
             cells += [f"{success[k]:.2f}", f"± {record['success_ci95'][k]:.2f}"]
         table.add_row(*cells)
     console.print(table)
+    if "groups" in record:  # families whose tasks are of several kinds (Meta-World's types)
+        console.print(_group_table(record))
     return 0
+
+
+def _group_table(record: dict) -> Table:
+    """Per task kind, the success rate (or the mean return) after 0..K steps."""
+    measure = "success" if "success" in record else "returns"
+    table = Table(title=f"{measure} per {record['group_by']}")
+    table.add_column(record["group_by"])
+    table.add_column("tasks", justify="right")
+    for k in range(record["steps"] + 1):
+        table.add_column(f"{k} steps", justify="right")
+    for label, group in record["groups"].items():
+        table.add_row(label, str(group["tasks"]), *(f"{v:.2f}" for v in group[measure]))
+    return table
 
 
 def _json_object(option: str, text: str | None) -> dict | None:

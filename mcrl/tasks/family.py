@@ -32,6 +32,9 @@ class TaskFamily(abc.ABC):
     reports_success: bool = False
     """True for a family whose envs put ``success`` in their step info (Meta-World): episodes
     then record whether it was reached, and metrics and evaluations report the success rate."""
+    group_by: str | None = None
+    """The task parameter that names a task's kind (Meta-World's ``task_name``): evaluations
+    also report their results per value of it. None: tasks are not grouped."""
 
     def __init__(self, horizon: int | None = None):
         self.horizon = check_positive_int(

@@ -91,13 +91,19 @@ def evaluate_adaptation(
     run = run_adaptation(
         learner, sampler, tasks, steps=steps, episodes=episodes, seed=seed, iteration=iteration
     )
-    return eval_record(
+    record = eval_record(
         run.returns,
         split=split,
         episodes=episodes,
         env_steps=run.env_steps,
         successes=run.successes,
     )
+    if family.group_by is not None:
+        record["group_by"] = family.group_by
+        record["groups"] = group_records(
+            [str(t.params[family.group_by]) for t in tasks], run.returns, run.successes
+        )
+    return record
 
 
 def eval_record(
@@ -125,3 +131,20 @@ def eval_record(
         record["success"] = [m for m, _ in success_stats]
         record["success_ci95"] = [c for _, c in success_stats]
     return record
+
+
+def group_records(
+    labels: Sequence[str], returns: np.ndarray, successes: np.ndarray | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per label (a task's kind), in sorted order: its number of tasks and their mean return (and
+    success rate) after 0..K steps; ``returns`` and ``successes`` are ``[steps + 1, tasks]``."""
+    groups: dict[str, dict[str, Any]] = {}
+    for label in sorted(set(labels)):
+        members = np.array([x == label for x in labels])
+        groups[label] = {
+            "tasks": int(members.sum()),
+            "returns": returns[:, members].mean(axis=1).tolist(),
+        }
+        if successes is not None:
+            groups[label]["success"] = successes[:, members].mean(axis=1).tolist()
+    return groups
