@@ -13,7 +13,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import mcrl
-from tests.conftest import make_policy_for, tiny_config
+from tests.conftest import load_experiment_script, make_policy_for, tiny_config
 
 pytestmark = pytest.mark.metaworld
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
@@ -91,6 +91,15 @@ def test_envs_move_between_positions_by_task_type_and_episodes_match_fresh_envs(
     for a, b in zip(swapped, fresh, strict=True):
         np.testing.assert_array_equal(a.observations, b.observations)
         np.testing.assert_array_equal(a.rewards, b.rewards)
+
+
+def test_env_pool_script_counts_the_envs_built(capsys):
+    script = load_experiment_script("env_pool")
+    args = ["--iterations", "2", "--tasks", "2", "--episodes", "2", "--horizon", "5"]
+    assert script.main(args) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["builds_first_iteration"] == record["envs_per_phase"] == 4
+    assert 0 <= record["builds_per_later_iteration"] <= 4 and record["peak_rss_mb"] > 0
 
 
 def test_success_is_recorded_and_reaches_metrics_and_eval_json(tmp_path):
