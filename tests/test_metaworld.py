@@ -114,6 +114,7 @@ def test_success_is_recorded_and_reaches_metrics_and_eval_json(tmp_path):
     # ... and per task type (one here: ML1), as the whole.
     assert evaluation["group_by"] == "task_name" and list(evaluation["groups"]) == ["reach-v3"]
     assert evaluation["groups"]["reach-v3"]["success"] == pytest.approx(evaluation["success"])
+    assert evaluation["mean_over_groups"]["success"] == pytest.approx(evaluation["success"])
 
 
 def test_bad_task_parameters_are_one_line(family):

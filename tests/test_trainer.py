@@ -325,20 +325,24 @@ def test_evaluate_reports_each_kind_of_task_where_the_family_groups_them(tmp_pat
     groups = record["groups"]
     assert record["group_by"] == "goal" and len(groups) == 3  # three goals, a task each
     assert all(g["tasks"] == 1 and len(g["returns"]) == 2 for g in groups.values())
-    np.testing.assert_allclose(
-        np.mean([g["returns"] for g in groups.values()], axis=0), record["returns"], rtol=1e-6
-    )
+    for means in (record["returns"], record["mean_over_groups"]["returns"]):
+        np.testing.assert_allclose(
+            np.mean([g["returns"] for g in groups.values()], axis=0), means, rtol=1e-6
+        )
     assert "returns per goal" in capsys.readouterr().out
 
 
-def test_group_records_average_each_kind_over_its_tasks():
+def test_group_records_average_each_kind_over_its_tasks_and_the_kinds_alike():
     returns = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 9.0]])  # [steps + 1, tasks]
     successes = np.array([[0.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
-    groups = group_records(["push", "reach", "push"], returns, successes)
+    record = group_records(["push", "reach", "push"], returns, successes)
+    groups = record["groups"]
     assert list(groups) == ["push", "reach"]
     assert groups["push"] == {"tasks": 2, "returns": [2.0, 6.5], "success": [0.0, 0.5]}
     assert groups["reach"] == {"tasks": 1, "returns": [2.0, 5.0], "success": [1.0, 1.0]}
-    assert "success" not in group_records(["a"], returns[:, :1])["a"]
+    # Each kind counts once, not each task: (0.0 + 1.0) / 2, not 1 / 3.
+    assert record["mean_over_groups"] == {"returns": [2.0, 5.75], "success": [0.5, 0.75]}
+    assert "success" not in group_records(["a"], returns[:, :1])["groups"]["a"]
 
 
 @pytest.mark.parametrize(

@@ -181,6 +181,9 @@ def _group_table(record: dict) -> Table:
         table.add_column(f"{k} steps", justify="right")
     for label, group in record["groups"].items():
         table.add_row(label, str(group["tasks"]), *(f"{v:.2f}" for v in group[measure]))
+    table.add_section()
+    means = record["mean_over_groups"][measure]
+    table.add_row("mean over kinds", str(record["tasks"]), *(f"{v:.2f}" for v in means))
     return table
 
 

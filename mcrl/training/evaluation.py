@@ -100,7 +100,7 @@ def evaluate_adaptation(
     )
     if family.group_by is not None:
         record["group_by"] = family.group_by
-        record["groups"] = group_records(
+        record |= group_records(
             [str(t.params[family.group_by]) for t in tasks], run.returns, run.successes
         )
     return record
@@ -135,16 +135,19 @@ def eval_record(
 
 def group_records(
     labels: Sequence[str], returns: np.ndarray, successes: np.ndarray | None = None
-) -> dict[str, dict[str, Any]]:
-    """Per label (a task's kind), in sorted order: its number of tasks and their mean return (and
-    success rate) after 0..K steps; ``returns`` and ``successes`` are ``[steps + 1, tasks]``."""
+) -> dict[str, Any]:
+    """``groups``: per label (a task's kind), in sorted order, its number of tasks and their mean
+    return (and success rate) after 0..K steps; ``mean_over_groups``: the mean of those over the
+    kinds, each weighted alike (Meta-World averages its success rates over task types).
+    ``returns`` and ``successes`` are ``[steps + 1, tasks]``."""
+    measures = {"returns": returns} | ({} if successes is None else {"success": successes})
     groups: dict[str, dict[str, Any]] = {}
     for label in sorted(set(labels)):
         members = np.array([x == label for x in labels])
-        groups[label] = {
-            "tasks": int(members.sum()),
-            "returns": returns[:, members].mean(axis=1).tolist(),
+        groups[label] = {"tasks": int(members.sum())} | {
+            name: values[:, members].mean(axis=1).tolist() for name, values in measures.items()
         }
-        if successes is not None:
-            groups[label]["success"] = successes[:, members].mean(axis=1).tolist()
-    return groups
+    means = {
+        name: np.mean([g[name] for g in groups.values()], axis=0).tolist() for name in measures
+    }
+    return {"groups": groups, "mean_over_groups": means}
