@@ -115,7 +115,8 @@ class TaskFamily(abc.ABC):
         """Re-target ``env`` (built by :meth:`make_env`) to ``task`` without rebuilding it."""
 
     def can_retarget(self, env: gym.Env, task: Task) -> bool:
-        """Whether :meth:`set_task` can point ``env`` at ``task`` (else a new env is built)."""
+        """Whether :meth:`set_task` can point ``env`` at ``task`` (else the sampler looks for
+        another of its envs that can, and builds one if none is left)."""
         return True
 
     @property
