@@ -316,12 +316,16 @@ def test_envs_are_reused_by_kind_whatever_their_position():
             tasks_at(fresh, -0.3, 2) + tasks_at(fresh, 0.3, 0), params, 1, seed=0, iteration=1
         ),
     )
-    # One task of a batch of four: one env in use and one spare (the other left one, used in
-    # the last batch at a lower position than the right ones); the right ones are closed.
-    sampler.sample(left[:1], params, 1, seed=0, iteration=2)
-    assert [env.closed for env in family.built] == [True, True, False, False]
-    sampler.sample(left, params, 1, seed=0, iteration=3)
-    assert len(family.built) == 4
+    # Four right goals: the two right envs serve, two more are built, the left ones are spares.
+    sampler.sample(right + right, params, 1, seed=0, iteration=2)
+    assert len(family.built) == 6 and not any(env.closed for env in family.built)
+    # A batch of one keeps as many spares as the largest batch had envs (four): the three other
+    # right envs and one left one; the other left one, used longest ago, is closed.
+    sampler.sample(right[:1], params, 1, seed=0, iteration=3)
+    closed = [env for env in family.built if env.closed]
+    assert len(closed) == 1 and not closed[0].kind
+    sampler.sample(left, params, 1, seed=0, iteration=4)  # the left spare serves, one is built
+    assert len(family.built) == 7
 
 
 def test_families_without_success_report_none():

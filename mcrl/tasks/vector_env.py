@@ -75,16 +75,17 @@ class SerialTaskVectorEnv(TaskVectorEnv):
     """One Gymnasium env per episode, built once and re-targeted with ``family.set_task``.
 
     Envs are matched to tasks by ``family.can_retarget``, not by position, and the ones a batch
-    does not use are kept as spares (at most as many as the batch has envs, the least recently
-    used dropped first): a family whose envs differ in kind (Meta-World's task types, each its
-    own MuJoCo model, ~0.3-1 s to build) then rebuilds an env only when no spare of that kind is
-    left, instead of whenever a position changes kind.
+    does not use are kept as spares (at most as many as the largest batch had envs, the least
+    recently used dropped first): a family whose envs differ in kind (Meta-World's task types,
+    each its own MuJoCo model, ~0.3-1 s to build) then rebuilds an env only when no spare of that
+    kind is left, instead of whenever a position changes kind.
     """
 
     def __init__(self, family: TaskFamily, tasks: Sequence[Task]):
         self.family = family
         self._envs: list[gym.Env] = []
         self._count = 0
+        self._spares_kept = 0  # the largest batch so far: a smaller one must not empty the pool
         self.set_tasks(tasks)
         self.observation_space = self._envs[0].observation_space
         self.action_space = self._envs[0].action_space
@@ -110,9 +111,10 @@ class SerialTaskVectorEnv(TaskVectorEnv):
             else:
                 envs.append(spares.pop(match))
                 self.family.set_task(envs[-1], task)
-        for env in spares[len(tasks) :]:
+        self._spares_kept = max(self._spares_kept, len(tasks))
+        for env in spares[self._spares_kept :]:
             env.close()
-        self._envs = envs + spares[: len(tasks)]
+        self._envs = envs + spares[: self._spares_kept]
         self._count = len(tasks)
 
     def reset(self, seeds: Sequence[int]) -> np.ndarray:
