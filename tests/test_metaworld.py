@@ -13,6 +13,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import mcrl
+from mcrl.common.policies import params_to_numpy
 from tests.conftest import load_experiment_script, make_policy_for, tiny_config
 
 pytestmark = pytest.mark.metaworld
@@ -61,7 +62,7 @@ def test_ml45_holds_out_five_types_never_trained_on():
 def test_a_task_type_switch_rebuilds_the_env_and_episodes_match_a_fresh_env():
     family = built("MetaWorldML10")
     policy = make_policy_for(family)
-    params = {k: v.detach().numpy() for k, v in policy.params().items()}
+    params = params_to_numpy(policy.params())
     train = family.sample_tasks(2, split="train", seed=0)
     test = family.sample_tasks(2, split="test", seed=0)
     reused = mcrl.LocalSampler(family, policy)
@@ -76,7 +77,7 @@ def test_a_task_type_switch_rebuilds_the_env_and_episodes_match_a_fresh_env():
 def test_envs_move_between_positions_by_task_type_and_episodes_match_fresh_envs(monkeypatch):
     family = built("MetaWorldML10")
     policy = make_policy_for(family)
-    params = {k: v.detach().numpy() for k, v in policy.params().items()}
+    params = params_to_numpy(policy.params())
     tasks = family.sample_tasks(20, split="train", seed=0)
     first = tasks[0]
     other = next(t for t in tasks if t.params["task_name"] != first.params["task_name"])
