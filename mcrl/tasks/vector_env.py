@@ -85,7 +85,7 @@ class SerialTaskVectorEnv(TaskVectorEnv):
         self.family = family
         self._envs: list[gym.Env] = []
         self._count = 0
-        self._spares_kept = 0  # the largest batch so far: a smaller one must not empty the pool
+        self._largest_batch = 0  # spares kept: a smaller batch must not empty the pool
         self.set_tasks(tasks)
         self.observation_space = self._envs[0].observation_space
         self.action_space = self._envs[0].action_space
@@ -111,10 +111,10 @@ class SerialTaskVectorEnv(TaskVectorEnv):
             else:
                 envs.append(spares.pop(match))
                 self.family.set_task(envs[-1], task)
-        self._spares_kept = max(self._spares_kept, len(tasks))
-        for env in spares[self._spares_kept :]:
+        self._largest_batch = max(self._largest_batch, len(tasks))
+        for env in spares[self._largest_batch :]:
             env.close()
-        self._envs = envs + spares[: self._spares_kept]
+        self._envs = envs + spares[: self._largest_batch]
         self._count = len(tasks)
 
     def reset(self, seeds: Sequence[int]) -> np.ndarray:
