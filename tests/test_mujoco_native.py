@@ -113,11 +113,11 @@ def test_an_unstable_simulation_ends_its_own_episode_only():
     env = sampler.engine._env
     step_envs, calls = env._step_envs, []
 
-    def poisoned(index, actions, reset):  # the 6th step of episode 1 (task 0) gets a NaN velocity
+    def poisoned(*args):  # the 6th step of episode 1 (task 0) gets a NaN velocity
         calls.append(1)
         if len(calls) == 6:
             env._datas[1].qvel[0] = np.nan
-        step_envs(index, actions, reset)
+        step_envs(*args)
 
     env._step_envs = poisoned
     batches = sampler.sample(tasks, params, 2, seed=0, iteration=0)

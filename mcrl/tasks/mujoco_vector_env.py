@@ -34,9 +34,9 @@ State = dict[str, np.ndarray]
 class Robot(abc.ABC):
     """What one of Gymnasium's v5 MuJoCo envs computes around ``mj_step``, as arrays over envs.
 
-    :meth:`read` gathers what the robot needs from every env's ``MjData`` (``qpos`` and
-    ``qvel`` by default) into a :data:`State` of arrays ``[n, ...]``; the other methods compute
-    from such states.
+    :meth:`views` names what the robot needs from one env's ``MjData`` (``qpos`` and ``qvel``
+    by default); the vector env gathers those of every env into a :data:`State` of arrays
+    ``[n, ...]``, and the other methods compute from such states.
     """
 
     contact_forces = False
@@ -51,11 +51,9 @@ class Robot(abc.ABC):
         """Whether the env is configured as this robot computes it (its default observation)."""
         return bool(getattr(env.unwrapped, "_exclude_current_positions_from_observation", False))
 
-    def read(self, datas: Sequence[Any]) -> State:
-        return {
-            "qpos": np.stack([d.qpos for d in datas]),
-            "qvel": np.stack([d.qvel for d in datas]),
-        }
+    def views(self, data: Any) -> State:
+        """Views into one env's ``MjData`` of what the robot reads (valid while it lives)."""
+        return {"qpos": data.qpos, "qvel": data.qvel}
 
     @abc.abstractmethod
     def reset_state(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -181,11 +179,10 @@ class AntRobot(Robot):
             and unwrapped._main_body == 1
         )
 
-    def read(self, datas):
-        body = self.env._main_body
-        return super().read(datas) | {
-            "xy": np.stack([d.xpos[body, :2] for d in datas]),
-            "cfrc_ext": np.stack([d.cfrc_ext for d in datas]),
+    def views(self, data):
+        return super().views(data) | {
+            "xy": data.xpos[self.env._main_body, :2],
+            "cfrc_ext": data.cfrc_ext,
         }
 
     def reset_state(self, rng):
@@ -263,6 +260,11 @@ class MuJoCoVectorEnv(TaskVectorEnv):
         self._reward = reward
         self._models_for = models_for or (lambda env, tasks: [unwrapped.model] * len(tasks))
         self._datas: list[Any] = []
+        # Per MjData: its ctrl and what the robot reads, as (name, view) pairs. Cached because
+        # each attribute access builds a new array, and the threads read each env's state
+        # right after stepping it, while it is still in the CPU's cache.
+        self._ctrls: list[np.ndarray] = []
+        self._views: list[list[tuple[str, np.ndarray]]] = []
         self._pool: ThreadPoolExecutor | None = None
         self.threads = 1
         self.set_threads(threads)
@@ -287,14 +289,21 @@ class MuJoCoVectorEnv(TaskVectorEnv):
         self._clock = [(self.frame_skip - 0.5) * m.opt.timestep for m in self._models]
         # An MjData depends on its model's sizes only, which per-task copies share: reused.
         while len(self._datas) < len(tasks):
-            self._datas.append(mujoco.MjData(self._models[len(self._datas)]))
+            data = mujoco.MjData(self._models[len(self._datas)])
+            self._datas.append(data)
+            self._ctrls.append(data.ctrl)
+            self._views.append(list(self.robot.views(data).items()))
         self._params = {
             name: np.array([t.params[name] for t in tasks])
             for name in (tasks[0].params if tasks else {})
         }
 
-    def _state(self) -> State:
-        return self.robot.read(self._datas[: self.num_envs])
+    def _read(self, index: Sequence[int], state: State) -> None:
+        """Copy the robot's views of the envs in ``index`` into their rows of ``state``."""
+        views = self._views
+        for k in index:
+            for name, view in views[k]:
+                state[name][k] = view
 
     def reset(self, seeds: Sequence[int]) -> np.ndarray:
         import mujoco
@@ -306,40 +315,49 @@ class MuJoCoVectorEnv(TaskVectorEnv):
             data.qpos[:] = qpos
             data.qvel[:] = qvel
             mujoco.mj_forward(model, data)
-        self._last = self._state()  # the next step's "before"
+        n = self.num_envs
+        # The next step's "before"; each step writes a new state.
+        self._last = {name: np.empty((n, *view.shape)) for name, view in self._views[0]}
+        self._read(range(n), self._last)
         return self.robot.observe(self._last).astype(np.float32)
 
-    def _step_envs(self, index: np.ndarray, actions: np.ndarray, reset: list[int]) -> None:
-        """Step the envs in ``index``; append to ``reset`` those MuJoCo reset on the way (it
-        resets a simulation whose state became non-finite or huge, which its clock shows)."""
+    def _step_envs(
+        self, index: np.ndarray, actions: np.ndarray, state: State, reset: list[int]
+    ) -> None:
+        """Step the envs in ``index`` and read them into ``state``; append to ``reset`` those
+        MuJoCo reset on the way (it resets a simulation whose state became non-finite or huge,
+        which its clock shows)."""
         import mujoco
 
-        models, datas, frame_skip, clock = self._models, self._datas, self.frame_skip, self._clock
+        models, datas, ctrls, views = self._models, self._datas, self._ctrls, self._views
+        frame_skip, clock = self.frame_skip, self._clock
         contact_forces = self.robot.contact_forces
         for k in index:
             data = datas[k]
             before = data.time
-            data.ctrl[:] = actions[k]
-            mujoco.mj_step(models[k], data, nstep=frame_skip)
+            ctrls[k][:] = actions[k]
+            mujoco.mj_step(models[k], data, frame_skip)
             if contact_forces:
                 mujoco.mj_rnePostConstraint(models[k], data)
             if data.time < before + clock[k]:
                 reset.append(k)
+            for name, view in views[k]:
+                state[name][k] = view
 
     def step(self, actions, active):
         actions = np.asarray(actions, dtype=np.float64)
         before = self._last
         index = np.flatnonzero(active)
+        after = self._last = {name: rows.copy() for name, rows in before.items()}
         reset: list[int] = []
         if self._pool is None or len(index) < 2 * self.threads:
-            self._step_envs(index, actions, reset)
+            self._step_envs(index, actions, after, reset)
         else:
             for future in [
-                self._pool.submit(self._step_envs, chunk, actions, reset)
+                self._pool.submit(self._step_envs, chunk, actions, after, reset)
                 for chunk in np.array_split(index, self.threads)
             ]:
                 future.result()
-        after = self._last = self._state()
         # An episode whose simulation MuJoCo had to reset ends here, truncated, without passing
         # on the reset state or a NaN.
         self.unstable = np.zeros(len(active), dtype=bool)
