@@ -34,8 +34,10 @@ def test_bench_sampler_json_has_the_documented_keys(capsys, serial):
     result = json.loads(capsys.readouterr().out)
     assert {"sampler_steps_per_s", "raw_steps_per_s", "ratio", "command"} <= set(result)
     assert result["sampler_steps_per_s"] > 0 and result["raw_steps_per_s"] > 0
+    # The ratio is printed to 3 decimals: on a loaded machine it can be small enough (0.034)
+    # for that rounding to exceed 1%.
     assert result["ratio"] == pytest.approx(
-        result["sampler_steps_per_s"] / result["raw_steps_per_s"], rel=0.01
+        result["sampler_steps_per_s"] / result["raw_steps_per_s"], rel=0.01, abs=5e-4
     )
     assert result["vector_env"] == ("serial" if serial else "native")
 
