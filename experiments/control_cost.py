@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mcrl.common.validation import check_non_negative_int, check_positive_int
 from mcrl.rollout.episodes import EpisodeBatch
 from mcrl.rollout.sampler import LocalSampler
 from mcrl.training.adaptation import MetaPolicy
@@ -51,6 +52,9 @@ def control_cost(batches: list[EpisodeBatch], weight: float, low, high) -> float
 def table(run: str | Path, *, split: str, tasks: int, episodes: int, steps: int, weight: float):
     """Rows (steps, return, control cost, return re-scored with ``weight``) and the env's own
     control-cost weight."""
+    # The checks of ``mcrl evaluate``, before the checkpoint is loaded.
+    tasks, episodes = check_positive_int("tasks", tasks), check_positive_int("episodes", episodes)
+    steps = check_non_negative_int("steps", steps)
     meta = MetaPolicy.load(run)
     family, seed = meta.family, meta.config.seed
     env = family.make_env(family.sample_tasks(1, split=split, seed=seed)[0])

@@ -50,3 +50,5 @@ def test_the_command_prints_the_table_and_refuses_a_family_without_control_cost(
     assert script.main([str(tmp_path / "nav"), *args]) == 2
     assert "Navigation2D's env has no control cost" in capsys.readouterr().err
     assert script.main([str(tmp_path / "missing"), *args]) == 2
+    assert script.main([str(cheetah_run), "--tasks", "0"]) == 2
+    assert "tasks" in capsys.readouterr().err
