@@ -294,9 +294,19 @@ def test_evaluate_writes_eval_json_with_k_plus_one_entries(tmp_path, capsys):
         main(["evaluate", str(run), "--split", "ood", "--tasks", "3", "--steps", "2", "--json"])
         == 0
     )
-    printed = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)  # --json: stdout holds the record alone
     written = json.loads((run / "eval.json").read_text())
     assert printed == written
+    # Progress, one line per phase as it finishes, on stderr, with the record's means.
+    lines = [line for line in captured.err.splitlines() if "mean return" in line]
+    assert [line.split(":")[0].strip() for line in lines] == [
+        "before adaptation",
+        "after step 1/2",
+        "after step 2/2",
+    ]
+    for line, mean in zip(lines, written["returns"], strict=True):
+        assert f"mean return {mean:.2f} over 3 tasks" in line
     assert {"returns", "ci95", "split", "tasks", "steps", "env_steps"} <= set(written)
     assert (
         len(written["returns"]) == len(written["ci95"]) == 3

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -14,6 +16,9 @@ from rich.table import Table
 from mcrl.rollout.ray_cluster import shutdown_embedded_ray
 from mcrl.tasks import SPLITS, list_families, make_family
 from mcrl.training.trainer import TrainingError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _families(args: argparse.Namespace, console: Console) -> int:
@@ -145,8 +150,26 @@ def _bench_config(args: argparse.Namespace, console: Console) -> int:
 def _evaluate(args: argparse.Namespace, console: Console) -> int:
     from mcrl.training.adaptation import evaluate_checkpoint
 
+    # Progress goes to stderr, so that --json leaves stdout to the record; a large evaluation
+    # (40 Ant tasks x 20 episodes x 4 phases) takes minutes.
+    progress = Console(stderr=True, soft_wrap=True)
+    start = time.perf_counter()
+
+    def report(step: int, returns: np.ndarray) -> None:
+        when = "before adaptation" if step == 0 else f"after step {step}/{args.steps}"
+        progress.print(
+            f"{when:>20}: mean return {returns.mean():.2f} over {returns.size} tasks "
+            f"({time.perf_counter() - start:.0f} s)",
+            highlight=False,
+        )
+
     record, run_dir = evaluate_checkpoint(
-        args.path, split=args.split, num_tasks=args.tasks, steps=args.steps, episodes=args.episodes
+        args.path,
+        split=args.split,
+        num_tasks=args.tasks,
+        steps=args.steps,
+        episodes=args.episodes,
+        on_step=report,
     )
     (run_dir / "eval.json").write_text(json.dumps(record, indent=2))
     if args.json:

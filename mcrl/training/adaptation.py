@@ -358,11 +358,13 @@ def evaluate_checkpoint(
     num_tasks: int | None = None,
     steps: int = 3,
     episodes: int | None = None,
+    on_step: Callable[[int, np.ndarray], None] | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate a run directory's latest checkpoint (or a checkpoint file) in-process.
 
     Returns the ``eval.json`` record and the run directory it belongs in. Defaults: the run's
     ``eval_tasks`` tasks and ``episodes_per_task`` episodes, 3 adaptation steps (MAML's 0..3).
+    ``on_step(k, returns)`` reports each task's mean return after step k as it comes in.
     """
     path = Path(path)
     meta = MetaPolicy.load(path)
@@ -382,6 +384,7 @@ def evaluate_checkpoint(
                 "episodes", config.episodes_per_task if episodes is None else episodes
             ),
             seed=config.seed,
+            on_step=on_step,
         )
     finally:
         sampler.close()

@@ -85,11 +85,20 @@ def evaluate_adaptation(
     episodes: int,
     seed: int,
     iteration: int = 0,
+    on_step: Callable[[int, np.ndarray], None] | None = None,
 ) -> dict[str, Any]:
-    """Adapt to ``num_tasks`` tasks of ``split`` for ``steps`` steps; the ``eval.json`` record."""
+    """Adapt to ``num_tasks`` tasks of ``split`` for ``steps`` steps; the ``eval.json`` record.
+    ``on_step(k, returns)`` reports each task's mean return once the episodes of step k are in."""
     tasks = family.sample_tasks(num_tasks, split=split, seed=seed)
     run = run_adaptation(
-        learner, sampler, tasks, steps=steps, episodes=episodes, seed=seed, iteration=iteration
+        learner,
+        sampler,
+        tasks,
+        steps=steps,
+        episodes=episodes,
+        seed=seed,
+        iteration=iteration,
+        on_step=on_step,
     )
     record = eval_record(
         run.returns,
