@@ -147,6 +147,12 @@ def _bench_config(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _phase_line(step: int, mean_return: float, of_steps: str = "") -> str:
+    """The progress line of one adaptation phase (``mcrl evaluate``, ``mcrl adapt``)."""
+    when = "before adaptation" if step == 0 else f"after step {step}{of_steps}"
+    return f"{when:>20}: mean return {mean_return:.2f}"
+
+
 def _evaluate(args: argparse.Namespace, console: Console) -> int:
     from mcrl.training.adaptation import evaluate_checkpoint
 
@@ -156,9 +162,8 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
     start = time.perf_counter()
 
     def report(step: int, returns: np.ndarray) -> None:
-        when = "before adaptation" if step == 0 else f"after step {step}/{args.steps}"
         progress.print(
-            f"{when:>20}: mean return {returns.mean():.2f} over {returns.size} tasks "
+            f"{_phase_line(step, returns.mean(), f'/{args.steps}')} over {returns.size} tasks "
             f"({time.perf_counter() - start:.0f} s)",
             highlight=False,
         )
@@ -241,8 +246,7 @@ def _adapt(args: argparse.Namespace, console: Console) -> int:
     meta = load(args.checkpoint)
 
     def report(step: int, mean_return: float) -> None:
-        when = "before adaptation" if step == 0 else f"after step {step}"
-        console.print(f"{when:>20}: mean return {mean_return:.2f}", highlight=False)
+        console.print(_phase_line(step, mean_return), highlight=False)
 
     adapted = meta.adapt(
         task if task is not None else args.env_id,
