@@ -245,3 +245,11 @@ def test_a_folder_named_metaworld_on_the_path_is_named_in_the_error(tmp_path, mo
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ValueError, match="not the Meta-World package"):
         mcrl.make_family("MetaWorldML1")
+
+
+def test_a_family_whose_env_has_discrete_observations_is_refused_with_its_spaces():
+    family = GymFamily(
+        env_id="FrozenLake-v1", params={"anything": EnvParam(0.0, 1.0, setter=lambda env, v: None)}
+    )
+    with pytest.raises(ValueError, match=r"needs Box observations .* got Discrete\(16\)"):
+        family.make_vector_env(family.sample_tasks(2, seed=0))

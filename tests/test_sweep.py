@@ -100,6 +100,7 @@ def test_trial_resources_count_rollout_workers_and_gpus(tmp_path):
         ({"search": {"inner_steps": "uniform(1, 3)"}}, "'inner_steps' is an integer; use randint"),
         ({"search": {"inner_lr": "normal(0, 1)"}}, "must be uniform(a, b), loguniform(a, b)"),
         ({"search": {"inner_lr": "loguniform(0, 1)"}}, "loguniform needs 0 < a < b"),
+        ({"search": {"inner_steps": "randint(1, 3.5)"}}, "randint needs whole numbers a < b"),
         ({"search": {"nope": "uniform(0, 1)"}}, "search key 'nope' is not a config key"),
         ({"grid": {"curvature": "identity"}}, "grid key 'curvature' must have a non-empty list"),
         ({"grid": {"curvatur": ["identity"]}}, "unknown config key 'curvatur'"),

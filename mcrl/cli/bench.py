@@ -47,7 +47,7 @@ def limit_steps_per_s(family: TaskFamily, *, min_steps: int, seed: int = 0) -> f
     import mujoco
 
     env = family.make_env(family.sample_tasks(1, seed=seed)[0])
-    unwrapped = env.unwrapped
+    unwrapped: Any = env.unwrapped
     if not hasattr(unwrapped, "frame_skip") or not hasattr(unwrapped, "data"):
         env.close()
         return None

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mcrl.common.config import from_saved_dict  # noqa: E402
-from mcrl.meta.curvature import Curvature  # noqa: E402
+from mcrl.meta.curvature import Curvature, DiagonalCurvature  # noqa: E402
 from mcrl.meta.learner import curvature_for  # noqa: E402
 from mcrl.training.checkpoints import load_checkpoint  # noqa: E402
 
@@ -126,7 +126,7 @@ def plot_affinity(npz_path: Path, path: Path) -> Path:
 
 
 def plot_curvature(curvature: Curvature, path: Path) -> Path:
-    if curvature.kind == "diagonal":
+    if isinstance(curvature, DiagonalCurvature):
         scales = torch.cat([p.detach().flatten() for p in curvature.scales.values()]).numpy()
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.hist(scales, bins=50)

@@ -16,7 +16,7 @@ import torch
 from stable_baselines3 import PPO
 from torch import nn
 
-from mcrl.common.policies import spaces_from_description
+from mcrl.common.policies import GaussianMLPPolicy, spaces_from_description
 from mcrl.training.adaptation import AdaptedPolicy, MetaPolicy
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
@@ -73,7 +73,7 @@ def env_unit_params(policy: AdaptedPolicy) -> dict[str, np.ndarray]:
     the env's own units (an affine map of the mean is an affine map of the head)."""
     params = {k: np.asarray(v) for k, v in policy.params.items()}
     actor = policy.policy
-    if not getattr(actor, "scaled", False):  # unscaled, or discrete actions (never scaled)
+    if not isinstance(actor, GaussianMLPPolicy) or not actor.scaled:  # discrete: never scaled
         return params
     middle, log_half_range = actor.action_middle.cpu().numpy(), actor.log_half_range.cpu().numpy()
     half_range = np.exp(log_half_range)

@@ -15,9 +15,12 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 class ConfigError(ValueError):
@@ -82,7 +85,7 @@ class SamplerConfig:
     """Threads that step a natively vectorised MuJoCo env in-process; default: the CPUs this
     process may use (Ray workers use one each)."""
     address: str | None = check(
-        lambda a: a == "auto" or a.startswith("ray://") or re.fullmatch(r"[^:\s]+:\d+", a),
+        lambda a: a == "auto" or a.startswith("ray://") or bool(re.fullmatch(r"[^:\s]+:\d+", a)),
         "HOST:PORT, auto or ray://HOST:PORT",
         None,
     )
@@ -294,7 +297,10 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     raise TypeError(f"unsupported config type {tp}")
 
 
-def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+ConfigT = TypeVar("ConfigT", bound="DataclassInstance")
+
+
+def from_dict(cls: type[ConfigT], data: Mapping[str, Any], prefix: str = "") -> ConfigT:
     """Build config dataclass ``cls`` from a mapping, checking every key."""
     if not isinstance(data, Mapping):
         raise ConfigError(
@@ -310,7 +316,7 @@ def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
     values = {}
     for name, value in data.items():
         key, tp = prefix + name, hints[name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             values[name] = from_dict(tp, value, key + ".")
             continue
         value = _coerce(key, value, tp)
@@ -403,7 +409,7 @@ def from_saved_dict(data: Mapping[str, Any]) -> TrainConfig:
     data = copy.deepcopy(dict(data))
     for dotted_key, value in BEFORE_THE_KEY.items():
         *sections, name = dotted_key.split(".")
-        node = data
+        node: Any = data
         for section in sections:
             node = node.setdefault(section, {}) if isinstance(node, dict) else None
         if isinstance(node, dict):  # not a mapping: from_dict says so

@@ -69,12 +69,11 @@ class MLPPolicy(nn.Module, abc.ABC):
         self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
         self.activation = activation
         sizes = (obs_dim, *self.hidden_sizes)
-        self.layers = nn.ModuleList(
-            nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
-        )
+        layers = [nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+        self.layers = nn.ModuleList(layers)
         self.head = nn.Linear(sizes[-1], out_dim)
         # SB3's initialisation, so an exported policy starts where SB3's PPO would.
-        for layer in self.layers:
+        for layer in layers:
             nn.init.orthogonal_(layer.weight, gain=math.sqrt(2))
             nn.init.zeros_(layer.bias)
         nn.init.orthogonal_(self.head.weight, gain=0.01)
@@ -123,6 +122,9 @@ class GaussianMLPPolicy(MLPPolicy):
     Then ``init_log_std = 0`` means σ = half the range in every family, and a narrow range
     (clipped beyond) does not turn the same σ into noise that saturates every action.
     """
+
+    action_middle: Tensor  # buffers, with ``action_range`` only
+    log_half_range: Tensor
 
     def __init__(
         self,
@@ -232,7 +234,7 @@ def make_policy(
     ``action_scaling="range"``: a Gaussian policy's mean and σ in units of half the action
     range (see :class:`GaussianMLPPolicy`); ``"auto"``: range when the action space is bounded,
     the env's units otherwise; a Discrete action space ignores it."""
-    check_supported_spaces(observation_space, action_space)
+    observation_space, action_space = supported_spaces(observation_space, action_space)
     obs_dim = observation_space.shape[0]
     if isinstance(action_space, gym.spaces.Discrete):
         return CategoricalMLPPolicy(obs_dim, int(action_space.n), hidden_sizes, activation)
@@ -251,16 +253,19 @@ def make_policy(
     )
 
 
-def check_supported_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
+def supported_spaces(
+    observation_space: gym.Space, action_space: gym.Space
+) -> tuple[gym.spaces.Box, gym.spaces.Box | gym.spaces.Discrete]:
+    """The two spaces, checked to be ones mcrl policies act in (and typed as such)."""
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
         raise ValueError(
             f"mcrl policies need a flat Box observation space, got {observation_space}"
         )
-    flat_box = isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1
-    if not flat_box and not isinstance(action_space, gym.spaces.Discrete):
-        raise ValueError(
-            f"mcrl policies need a flat Box or Discrete action space, got {action_space}"
-        )
+    if isinstance(action_space, gym.spaces.Discrete) or (
+        isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1
+    ):
+        return observation_space, action_space
+    raise ValueError(f"mcrl policies need a flat Box or Discrete action space, got {action_space}")
 
 
 def params_to_numpy(params: Params) -> dict[str, np.ndarray]:
@@ -277,7 +282,7 @@ def stack_params(param_sets: Sequence[Mapping[str, np.ndarray]]) -> dict[str, Te
 
 def describe_spaces(observation_space: gym.Space, action_space: gym.Space) -> dict[str, Any]:
     """The spaces a policy acts in, as plain numbers and lists (safe in a weights-only file)."""
-    check_supported_spaces(observation_space, action_space)
+    observation_space, action_space = supported_spaces(observation_space, action_space)
     description: dict[str, Any] = {
         "obs_dim": int(observation_space.shape[0]),
         "obs_low": np.asarray(observation_space.low, dtype=float).tolist(),

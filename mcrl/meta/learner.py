@@ -117,7 +117,7 @@ def per_task(theta: Params, num_tasks: int) -> dict[str, Tensor]:
 class MetaObjective(nn.Module):
     """The meta-objective's terms for one iteration's data, as a dict of named scalars."""
 
-    def __init__(self, policy: MLPPolicy, curvature: nn.Module, config: TrainConfig):
+    def __init__(self, policy: MLPPolicy, curvature: Curvature, config: TrainConfig):
         super().__init__()
         self.policy = policy
         self.curvature = curvature

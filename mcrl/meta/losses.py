@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -100,7 +101,8 @@ class TaskTensors:
             return per_step[:, :, :count].reshape(x.shape[0], self.horizon * count, *x.shape[2:])
 
         fields = ("observations", "actions", "log_probs", "advantages", "mask")
-        return replace(self, **{f: keep(getattr(self, f)) for f in fields}, episodes=count)
+        kept: dict[str, Any] = {f: keep(getattr(self, f)) for f in fields}
+        return replace(self, **kept, episodes=count)
 
     def episode_halves(self) -> tuple[TaskTensors, TaskTensors]:
         """The same data masked to the first and to the second half of the episodes."""

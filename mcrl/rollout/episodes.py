@@ -61,4 +61,5 @@ class EpisodeBatch:
 def success_rate(batches: list[EpisodeBatch]) -> float | None:
     """The mean over tasks of each task's success rate; None where the family reports none."""
     rates = [b.success_rate for b in batches]
-    return None if not rates or rates[0] is None else float(np.mean(rates))
+    known = [r for r in rates if r is not None]
+    return float(np.mean(known)) if known and len(known) == len(rates) else None

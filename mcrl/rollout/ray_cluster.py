@@ -65,7 +65,7 @@ def connect_ray(
     if address:
         if address != "auto" and not address.startswith("ray://"):
             _check_reachable(address)
-        ray.init(address=address, logging_level="WARNING", log_to_driver=log_to_driver)
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=log_to_driver)
     else:
         global _started_embedded
         logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
@@ -76,7 +76,7 @@ def connect_ray(
             num_cpus=num_cpus or available_cpus(),
             include_dashboard=dashboard,
             object_store_memory=object_store_mb * 2**20,
-            logging_level="WARNING",
+            logging_level=logging.WARNING,
             log_to_driver=log_to_driver,
         )
         _started_embedded = True

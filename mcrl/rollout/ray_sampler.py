@@ -101,7 +101,7 @@ class RaySampler:
         remote = ray.remote(num_cpus=1, max_restarts=worker_max_restarts, max_task_retries=0)(
             RolloutWorker
         )
-        self.actors = [remote.remote(family, policy) for _ in range(wanted)]
+        self.actors: list[Any] = [remote.remote(family, policy) for _ in range(wanted)]
         self.counters = {"worker_restarts": 0, "chunks_resubmitted": 0, "unstable_episodes": 0}
         self.last_overhead_s = 0.0
 
@@ -177,11 +177,8 @@ class RaySampler:
         while any(r is None for r in results):
             now = time.monotonic()
             if now >= deadline:
-                for (
-                    _,
-                    worker,
-                    _,
-                ) in pending.values():  # restart busy workers so the sampler stays usable
+                # Restart the busy workers, so that the sampler stays usable.
+                for _, worker, _ in pending.values():
                     ray.kill(self.actors[worker], no_restart=False)
                 outstanding = sum(r is None for r in results)
                 raise SamplingError(

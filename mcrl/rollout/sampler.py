@@ -206,12 +206,16 @@ class RolloutEngine:
 
         env_params, groups = self._batched_params(params, slots)
         action_space = env.action_space
-        clip = isinstance(action_space, gym.spaces.Box)
+        act_dtype: type[np.number]
+        if isinstance(action_space, gym.spaces.Box):
+            bounds = (action_space.low, action_space.high)
+            act_shape, act_dtype = action_space.shape, np.float32
+        else:  # Discrete: one integer an env
+            bounds, act_shape, act_dtype = None, (), np.int64
         obs_shape = env.observation_space.shape
-        act_dtype = np.float32 if clip else np.int64
         out = {
             "observations": np.zeros((horizon, n, *obs_shape), dtype=np.float32),
-            "actions": np.zeros((horizon, n, *action_space.shape), dtype=act_dtype),
+            "actions": np.zeros((horizon, n, *act_shape), dtype=act_dtype),
             "rewards": np.zeros((horizon, n), dtype=np.float32),
             "terminated": np.zeros((horizon, n), dtype=bool),
             "truncated": np.zeros((horizon, n), dtype=bool),
@@ -227,14 +231,10 @@ class RolloutEngine:
             for t in range(horizon):
                 obs_t = torch.from_numpy(obs).reshape(groups, n // groups, *obs_shape)
                 noise_t = noise[t].reshape(groups, n // groups, *noise.shape[2:])
-                actions, logp = self.policy.sample(env_params, obs_t, noise_t)
-                actions, logp = (
-                    actions.reshape(n, *actions.shape[2:]).numpy(),
-                    logp.reshape(n).numpy(),
-                )
-                env_actions = (
-                    np.clip(actions, action_space.low, action_space.high) if clip else actions
-                )
+                action_t, logp_t = self.policy.sample(env_params, obs_t, noise_t)
+                actions = action_t.reshape(n, *action_t.shape[2:]).numpy()
+                logp = logp_t.reshape(n).numpy()
+                env_actions = np.clip(actions, *bounds) if bounds is not None else actions
                 out["observations"][t][active] = obs[active]
                 out["actions"][t][active] = actions[active]
                 out["log_probs"][t][active] = logp[active]

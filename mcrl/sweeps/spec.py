@@ -55,7 +55,7 @@ class Distribution:
 
     def sample(self, rng: np.random.Generator) -> float | int:
         if self.kind == "randint":
-            return int(rng.integers(self.low, self.high))
+            return int(rng.integers(int(self.low), int(self.high)))
         if self.kind == "loguniform":
             return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
         return float(rng.uniform(self.low, self.high))
@@ -122,9 +122,9 @@ class SweepSpec:
                 f"_{_slug(key)}={_slug(_short(value))}" if key != "variant" else f"_{_slug(value)}"
                 for key, value in assignments.items()
             )
-            variant = self.variants.get(assignments.get("variant"), {})
+            variant_overrides = self.variants.get(assignments.get("variant", ""), {})
             for seed in self.seeds:
-                sets = [_override(key, value) for key, value in variant.items()]
+                sets = [_override(key, value) for key, value in variant_overrides.items()]
                 sets += [_override(k, v) for k, v in assignments.items() if k != "variant"]
                 config = _build(self, [*self.overrides, *sets, f"seed={seed}"], where=name)
                 trials.append(Trial(name[:120], assignments, seed, to_dict(_as_trial(config))))
@@ -339,6 +339,10 @@ def _search(where: str, value: Any) -> dict[str, Distribution]:
         if match[1] == "loguniform" and low <= 0:
             raise ConfigError(
                 f"{where}: search key {key!r}: loguniform needs 0 < a < b, got {text!r}"
+            )
+        if match[1] == "randint" and not (low.is_integer() and high.is_integer()):
+            raise ConfigError(
+                f"{where}: search key {key!r}: randint needs whole numbers a < b, got {text!r}"
             )
         spaces[str(key)] = Distribution(match[1], low, high)
     return spaces

@@ -53,8 +53,7 @@ def summarize(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], str]:
             row[status.replace(" ", "_")] = sum(s["status"] == status for s in statuses)
         row["errors"] = "; ".join(sorted({s["error"] for s in statuses if "error" in s}))
         for split in splits:
-            evals = [_eval(d, split) for d in run_dirs]
-            evals = [e for e in evals if e is not None]
+            evals = [e for e in (_eval(d, split) for d in run_dirs) if e is not None]
             if any("unavailable" in e for e in evals):
                 row[f"{split}_unavailable"] = True
                 continue

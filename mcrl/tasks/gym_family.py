@@ -167,11 +167,13 @@ class GymFamily(TaskFamily):
             if param.setter is None:
                 owner, leaf = _resolve(env, param.target or name)
                 defaults[name] = np.array(getattr(owner, leaf), dtype=np.float64, copy=True)
-        env.unwrapped._mcrl_defaults = defaults
+        base: Any = env.unwrapped
+        base._mcrl_defaults = defaults
 
     def set_task(self, env: gym.Env, task: Task) -> None:
         self.check_task(task)
-        defaults = env.unwrapped._mcrl_defaults
+        base: Any = env.unwrapped
+        defaults = base._mcrl_defaults
         touched_model = False
         for name, param in self.params.items():
             value = task.params[name]
@@ -213,7 +215,7 @@ class GymFamily(TaskFamily):
         (saved on ``env`` the first time)."""
         import mujoco
 
-        base = env.unwrapped
+        base: Any = env.unwrapped
         if not hasattr(base, "_mcrl_defaults"):
             self._save_defaults(env)
         scratch = mujoco.MjData(base.model)
@@ -251,7 +253,7 @@ def _refresh_mujoco_constants(env: gym.Env) -> None:
     """Recompute the model's derived constants (subtree masses, ...) after a parameter write."""
     import mujoco
 
-    unwrapped = env.unwrapped
+    unwrapped: Any = env.unwrapped
     mujoco.mj_setConst(unwrapped.model, unwrapped.data)
 
 

@@ -13,6 +13,8 @@ reward terms its ``info`` reports, and when it is unhealthy.
 from __future__ import annotations
 
 import abc
+import functools
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -43,8 +45,10 @@ class Robot(abc.ABC):
     """Whether the env calls ``mj_rnePostConstraint`` after stepping (for ``cfrc_ext``)."""
 
     def __init__(self, env: gym.Env):
-        self.env = env.unwrapped
-        self.dt = float(self.env.dt)
+        # A Gymnasium v5 MuJoCo env: the robot reads its env class's own (untyped) attributes.
+        unwrapped: Any = env.unwrapped
+        self.env = unwrapped
+        self.dt = float(unwrapped.dt)
 
     @classmethod
     def supports(cls, env: gym.Env) -> bool:
@@ -172,7 +176,7 @@ class AntRobot(Robot):
 
     @classmethod
     def supports(cls, env):
-        unwrapped = env.unwrapped
+        unwrapped: Any = env.unwrapped
         return (
             super().supports(env)
             and not unwrapped._include_cfrc_ext_in_observation
@@ -223,7 +227,7 @@ ROBOTS: dict[str, type[Robot]] = {
 
 def env_reward(info: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray]) -> np.ndarray:
     """The env's own reward: the sum of its ``reward_*`` terms."""
-    return sum(v for k, v in info.items() if k.startswith("reward_"))
+    return functools.reduce(operator.add, (v for k, v in info.items() if k.startswith("reward_")))
 
 
 class MuJoCoVectorEnv(TaskVectorEnv):
@@ -246,7 +250,7 @@ class MuJoCoVectorEnv(TaskVectorEnv):
     ):
         filter_mujoco_warnings()
         self._probe = make_env()
-        unwrapped = self._probe.unwrapped
+        unwrapped: Any = self._probe.unwrapped
         env_id = self._probe.spec.id if self._probe.spec is not None else ""
         if env_id not in ROBOTS or not ROBOTS[env_id].supports(self._probe):
             raise ValueError(
@@ -254,8 +258,10 @@ class MuJoCoVectorEnv(TaskVectorEnv):
                 f"(default observations): {sorted(ROBOTS)}"
             )
         self.robot = ROBOTS[env_id](self._probe)
-        self.observation_space = self._probe.observation_space
-        self.action_space = self._probe.action_space
+        observation_space, action_space = self._probe.observation_space, self._probe.action_space
+        assert isinstance(observation_space, gym.spaces.Box)  # as in every v5 MuJoCo env
+        assert isinstance(action_space, gym.spaces.Box)
+        self.observation_space, self.action_space = observation_space, action_space
         self.frame_skip = int(unwrapped.frame_skip)
         self._reward = reward
         self._models_for = models_for or (lambda env, tasks: [unwrapped.model] * len(tasks))

@@ -37,8 +37,9 @@ class TaskVectorEnv(abc.ABC):
     ended are not stepped (their outputs are ignored by the sampler).
     """
 
-    observation_space: gym.Space
-    action_space: gym.Space
+    observation_space: gym.spaces.Box
+    action_space: gym.spaces.Box | gym.spaces.Discrete
+    """Every env's spaces (the kinds mcrl's policies act in)."""
     unstable: np.ndarray | None = None
     """After :meth:`step`, which envs' simulations became unstable (their episodes end as
     truncated; None where an env cannot tell)."""
@@ -87,10 +88,19 @@ class SerialTaskVectorEnv(TaskVectorEnv):
         self._count = 0
         self._largest_batch = 0  # spares kept: a smaller batch must not empty the pool
         self.set_tasks(tasks)
-        self.observation_space = self._envs[0].observation_space
-        self.action_space = self._envs[0].action_space
-        shape = self.observation_space.shape
-        self._obs = np.zeros((0, *shape), dtype=np.float32)
+        observation_space, action_space = (
+            self._envs[0].observation_space,
+            self._envs[0].action_space,
+        )
+        if not isinstance(observation_space, gym.spaces.Box) or not isinstance(
+            action_space, gym.spaces.Box | gym.spaces.Discrete
+        ):
+            raise ValueError(
+                f"family {family.name!r}: mcrl needs Box observations and Box or Discrete actions, "
+                f"got {observation_space} and {action_space}"
+            )
+        self.observation_space, self.action_space = observation_space, action_space
+        self._obs = np.zeros((0, *observation_space.shape), dtype=np.float32)
         self.success = np.zeros(0, dtype=bool) if family.reports_success else None
 
     @property

@@ -3,6 +3,8 @@ Ray actor) and the sampler (in-process or on Ray workers)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import gymnasium as gym
 import torch
 
@@ -14,7 +16,7 @@ from mcrl.rollout.ray_cluster import cluster_address, connect_ray
 from mcrl.rollout.ray_sampler import RaySampler
 from mcrl.rollout.sampler import LocalSampler, Sampler
 from mcrl.tasks import TaskFamily, make_family
-from mcrl.training.placement import RayLearner, learner_placement
+from mcrl.training.placement import Learner, RayLearner, learner_placement
 
 
 def build_family(config: TrainConfig) -> TaskFamily:
@@ -47,7 +49,7 @@ def build_policy(config: TrainConfig, family: TaskFamily) -> MLPPolicy:
     )
 
 
-def build_learner(config: TrainConfig, policy: MLPPolicy) -> MetaLearner | RayLearner:
+def build_learner(config: TrainConfig, policy: MLPPolicy) -> Learner:
     """The learner of ``policy``, placed per ``learner.placement`` (the driver or a Ray actor)."""
     if learner_placement(config.learner, torch.cuda.is_available()) == "ray":
         connect_ray(config.sampler.address, object_store_mb=config.sampler.object_store_mb)
@@ -55,7 +57,9 @@ def build_learner(config: TrainConfig, policy: MLPPolicy) -> MetaLearner | RayLe
     return MetaLearner(policy, config)
 
 
-def resolve_backend(sampler: SamplerConfig, family: TaskFamily) -> tuple[str, str]:
+def resolve_backend(
+    sampler: SamplerConfig, family: TaskFamily
+) -> tuple[Literal["ray", "local"], str]:
     """The sampler backend ``auto`` stands for, and why: Ray to join a cluster, or where the
     family steps one Gymnasium env per episode and the machine has CPUs to spread them over;
     in-process for a natively vectorised env (one process steps every episode as arrays, which

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from mcrl.meta.learner import MetaLearner
     from mcrl.rollout.sampler import Sampler
     from mcrl.tasks import Task, TaskFamily
+    from mcrl.training.placement import Learner
 
 # Evaluation episodes use their own phases, so they never share randomness with training.
 EVAL_PHASE = 1_000_000
@@ -39,7 +39,7 @@ class AdaptationRun:
 
 
 def run_adaptation(
-    learner: MetaLearner,
+    learner: Learner,
     sampler: Sampler,
     tasks: Sequence[Task],
     *,
@@ -53,7 +53,7 @@ def run_adaptation(
     protocol). ``on_step(k, returns)`` is called after the episodes of step k are in."""
     returns = np.zeros((steps + 1, len(tasks)))
     successes = []  # per step, each task's success rate (families that report success)
-    pre = []
+    pre: list[Any] = []  # the learner's handles to each step's prepared episodes
     params: Any = learner.theta_numpy()
     env_steps = 0
     for step in range(steps + 1):
@@ -75,7 +75,7 @@ def run_adaptation(
 
 
 def evaluate_adaptation(
-    learner: MetaLearner,
+    learner: Learner,
     sampler: Sampler,
     family: TaskFamily,
     *,

@@ -4,7 +4,7 @@ on a GPU node of a cluster whose driver has none."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -16,6 +16,24 @@ from mcrl.training.checkpoints import cpu_copy
 
 if TYPE_CHECKING:
     from mcrl.common.config import LearnerConfig, TrainConfig
+
+
+class Learner(Protocol):
+    """What training, evaluation and the benchmarks use of a learner: a :class:`MetaLearner` in
+    this process or a :class:`RayLearner`. ``prepare`` returns a handle to one phase's prepared
+    data (its tensors in this process, a key into the actor's store) that the other methods take
+    back."""
+
+    policy: MLPPolicy
+    device: torch.device
+
+    def prepare(self, batches: Sequence[EpisodeBatch]) -> Any: ...
+    def adapted_params(self, pre: Sequence[Any]) -> list[dict[str, np.ndarray]]: ...
+    def task_affinity(self, pre: Any) -> np.ndarray: ...
+    def meta_step(self, pre: Sequence[Any], post: Any) -> dict[str, float]: ...
+    def theta_numpy(self) -> dict[str, np.ndarray]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 def learner_placement(learner: LearnerConfig, cuda_available: bool) -> str:

@@ -126,7 +126,9 @@ class Trainer:
         policy = build_policy(config, self.family)
         self.start_iteration = 0
         self.env_steps = 0
-        checkpoint = self._check_resumable(policy) if resume else self._check_new_run_dir()
+        if not resume:
+            self._check_new_run_dir()
+        checkpoint = self._check_resumable(policy) if resume else None
         self.summary = (
             f"mcrl: {config.family} into {self.run_dir} | sampler: {backend} ({reason}) | "
             f"learner: {self._learner_where()}"
