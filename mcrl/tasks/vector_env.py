@@ -21,13 +21,15 @@ if TYPE_CHECKING:  # the family builds these envs; the envs only hold on to it
     from mcrl.tasks.family import TaskFamily
 
 
-def gym_spaces(env_id: str) -> tuple[gym.Space, gym.Space]:
+def gym_spaces(env_id: str) -> tuple[gym.spaces.Box, gym.spaces.Box | gym.spaces.Discrete]:
     """The observation and action spaces of Gymnasium's ``env_id`` (a native vector env that
     reimplements that env has the same)."""
     probe = gym.make(env_id)
-    spaces = probe.observation_space, probe.action_space
+    observation_space, action_space = probe.observation_space, probe.action_space
     probe.close()
-    return spaces
+    assert isinstance(observation_space, gym.spaces.Box)
+    assert isinstance(action_space, gym.spaces.Box | gym.spaces.Discrete)
+    return observation_space, action_space
 
 
 class TaskVectorEnv(abc.ABC):
