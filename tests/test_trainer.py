@@ -316,6 +316,25 @@ def test_evaluate_writes_eval_json_with_k_plus_one_entries(tmp_path, capsys):
     assert np.isfinite(written["returns"]).all() and written["env_steps"] > 0
 
 
+def test_evaluate_out_writes_elsewhere_and_keeps_the_runs_eval_json(tmp_path, capsys):
+    from mcrl.cli import main
+
+    run = tmp_path / "run"
+    mcrl.train(tiny_config(), run)
+    before = (run / "eval.json").read_bytes()
+    out = tmp_path / "diagnostics" / "eval_ood.json"
+    args = ["evaluate", str(run), "--split", "ood", "--tasks", "2", "--steps", "1"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["split"] == "ood"
+    assert (run / "eval.json").read_bytes() == before
+    capsys.readouterr()
+    # A directory is refused before any evaluation, in one line.
+    assert main([*args, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a directory" in err and "Traceback" not in err and "mean return" not in err
+    assert (run / "eval.json").read_bytes() == before
+
+
 class NavigationByGoal(Navigation2D):
     """Tasks grouped by their goal, as Meta-World's are by their type."""
 

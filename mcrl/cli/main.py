@@ -159,6 +159,8 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
     # Progress goes to stderr, so that --json leaves stdout to the record; a large evaluation
     # (40 Ant tasks x 20 episodes x 4 phases) takes minutes.
     progress = Console(stderr=True, soft_wrap=True)
+    if args.out and Path(args.out).is_dir():  # said before the evaluation, not after it
+        raise ValueError(f"--out {args.out!r} is a directory; give the record's file path")
     start = time.perf_counter()
 
     def report(step: int, returns: np.ndarray) -> None:
@@ -176,13 +178,15 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
         episodes=args.episodes,
         on_step=report,
     )
-    (run_dir / "eval.json").write_text(json.dumps(record, indent=2))
+    out = Path(args.out) if args.out else run_dir / "eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2))
     if args.json:
         print(json.dumps(record))
         return 0
     table = Table(
         title=f"{record['family']} at iteration {record['iteration']}: {record['tasks']} {record['split']} tasks",
-        caption=f"written to {run_dir / 'eval.json'}",
+        caption=f"written to {out}",
     )
     success = record.get("success")  # families that report success (Meta-World)
     columns = ["adaptation steps", "mean return", "95% CI"] + ["success", "95% CI"] * bool(success)
@@ -408,6 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--episodes", type=int, help="episodes per task per step (default: the run's)"
     )
     evaluate.add_argument("--json", action="store_true", help="print the eval.json record")
+    evaluate.add_argument(
+        "--out",
+        help="write the record there instead of the run's eval.json (which then stays as it is)",
+    )
     evaluate.set_defaults(handler=_evaluate)
 
     adapt = commands.add_parser(
