@@ -32,21 +32,25 @@ def returns_by_factor(
         raise SystemExit(f"--step must be 1..{len(log_scales)} (the run's trained steps)")
     learned = log_scales.detach().clone()
     results = {}
-    for factor in factors:
-        with torch.no_grad():
-            log_scales.copy_(learned)
-            log_scales[step - 1] += math.log(factor)
-        record = evaluate_adaptation(
-            meta.learner,
-            LocalSampler(meta.family, meta.learner.policy),
-            meta.family,
-            split=split,
-            num_tasks=tasks,
-            steps=steps,
-            episodes=meta.config.episodes_per_task,
-            seed=meta.config.seed,
-        )
-        results[factor] = record["returns"][1:]
+    sampler = LocalSampler(meta.family, meta.learner.policy)  # one for every factor: same tasks
+    try:
+        for factor in factors:
+            with torch.no_grad():
+                log_scales.copy_(learned)
+                log_scales[step - 1] += math.log(factor)
+            record = evaluate_adaptation(
+                meta.learner,
+                sampler,
+                meta.family,
+                split=split,
+                num_tasks=tasks,
+                steps=steps,
+                episodes=meta.config.episodes_per_task,
+                seed=meta.config.seed,
+            )
+            results[factor] = record["returns"][1:]
+    finally:
+        sampler.close()
     scales = ", ".join(f"{s:.2f}" for s in np.exp(learned.numpy()))
     print(f"{run_dir}: learned step-size scales {scales}")
     return results
