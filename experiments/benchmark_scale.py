@@ -157,10 +157,11 @@ def learning_curves(
     for ax in (train_ax, eval_ax):
         ax.set_xlabel("env steps (meta-training)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        # Below the panel: with several seeds a legend inside covers the curves.
+        ax.legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     train_ax.set_ylabel("mean episode return")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
