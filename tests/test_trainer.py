@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -236,6 +241,52 @@ def test_ctrl_c_saves_the_last_completed_iteration(tmp_path, monkeypatch, interr
     assert load_checkpoint(run)["iteration"] == 2
     resumed = Trainer(config, run, resume=True, progress=False)
     assert resumed.start_iteration == 3
+
+
+def test_sigterm_stops_mcrl_train_like_ctrl_c_and_resume_continues(tmp_path):
+    """`kill` or a scheduler's preemption saves the last finished iteration, not the last
+    periodic checkpoint (none is due here), and --resume continues right after it."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "family: Navigation2D\nhorizon: 10\nsampler: {backend: local}\nmeta_batch_size: 2\n"
+        "episodes_per_task: 2\neval_every: 1000\ncheckpoint_every: 1000\n"
+    )
+    sets = ["--set", "policy.hidden_sizes=[8]"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mcrl", "train", str(config), *sets, "--set", "iterations=1000"]
+        + ["--out", "run", "--no-progress"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    run = tmp_path / "run"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and (
+        not (run / "metrics.csv").is_file() or len(read_metrics(run)) < 2
+    ):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "saved to" in stderr and "Traceback" not in stderr
+    saved = load_checkpoint(run)["iteration"]
+    assert saved >= 1 and int(read_metrics(run)[-1]["iteration"]) == saved
+
+    result = run_mcrl(
+        "train",
+        str(config),
+        *sets,
+        "--set",
+        f"iterations={saved + 2}",
+        "--out",
+        "run",
+        "--resume",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [int(r["iteration"]) for r in read_metrics(run)] == list(range(saved + 2))
 
 
 def test_cli_train_smoke_run_writes_the_run_directory(tmp_path):

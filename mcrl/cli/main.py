@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -524,10 +526,19 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     console = Console(soft_wrap=True)
+    # SIGTERM (`kill`, a scheduler preempting the job) stops a run like Ctrl-C: the last
+    # finished iteration is saved and `--resume` continues from it, not from the last
+    # periodic checkpoint. Signal handlers can only be set from the main thread.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
         return args.handler(args, console)
     except (ValueError, FileNotFoundError) as exc:
@@ -540,4 +551,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mcrl: {exc or 'interrupted'}", file=sys.stderr)
         return 130
     finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         shutdown_embedded_ray()
