@@ -243,13 +243,15 @@ def test_ctrl_c_saves_the_last_completed_iteration(tmp_path, monkeypatch, interr
     assert resumed.start_iteration == 3
 
 
-def test_sigterm_stops_mcrl_train_like_ctrl_c_and_resume_continues(tmp_path):
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_sigterm_stops_mcrl_train_like_ctrl_c_and_resume_continues(tmp_path, backend):
     """`kill` or a scheduler's preemption saves the last finished iteration, not the last
-    periodic checkpoint (none is due here), and --resume continues right after it."""
+    periodic checkpoint (none is due here), and --resume continues right after it. With Ray
+    too, whose ray.init installs a SIGTERM handler of its own in the driver."""
     config = tmp_path / "tiny.yaml"
     config.write_text(
-        "family: Navigation2D\nhorizon: 10\nsampler: {backend: local}\nmeta_batch_size: 2\n"
-        "episodes_per_task: 2\neval_every: 1000\ncheckpoint_every: 1000\n"
+        f"family: Navigation2D\nhorizon: 10\nsampler: {{backend: {backend}, workers: 1}}\n"
+        "meta_batch_size: 2\nepisodes_per_task: 2\neval_every: 1000\ncheckpoint_every: 1000\n"
     )
     sets = ["--set", "policy.hidden_sizes=[8]"]
     process = subprocess.Popen(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 
 from mcrl.common.threads import available_cpus
 
@@ -62,6 +64,7 @@ def connect_ray(
 
     if ray.is_initialized():
         return False
+    sigterm_handler = signal.getsignal(signal.SIGTERM)
     if address:
         if address != "auto" and not address.startswith("ray://"):
             _check_reachable(address)
@@ -80,6 +83,10 @@ def connect_ray(
             log_to_driver=log_to_driver,
         )
         _started_embedded = True
+    # ray.init replaces the driver's SIGTERM handler with one that exits at once. A handler the
+    # caller set itself (mcrl's CLI saves the run's last finished iteration) is put back.
+    if callable(sigterm_handler) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, sigterm_handler)
     return True
 
 
