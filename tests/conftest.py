@@ -60,16 +60,35 @@ def perturbed_params(policy, count: int, scale: float = 0.3, seed: int = 0):
     ]
 
 
+def _mcrl_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mcrl", *args]
+
+
+def _mcrl_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+
 def run_mcrl(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """The real ``mcrl`` command of this interpreter, run in ``cwd``."""
-    root = Path(__file__).resolve().parent.parent
     return subprocess.run(
-        [sys.executable, "-m", "mcrl", *args],
+        _mcrl_command(*args),
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(root)},
+        env=_mcrl_env(),
+    )
+
+
+def start_mcrl(*args: str, cwd: Path) -> subprocess.Popen:
+    """The real ``mcrl`` command started in ``cwd`` and left running, to signal it."""
+    return subprocess.Popen(
+        _mcrl_command(*args),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_mcrl_env(),
     )
 
 

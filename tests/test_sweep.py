@@ -21,7 +21,7 @@ import yaml
 import mcrl
 from mcrl.common.config import ConfigError
 from mcrl.sweeps.spec import load_sweep, trial_resources
-from tests.conftest import run_mcrl
+from tests.conftest import run_mcrl, start_mcrl
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "experiments" / "navigation2d.yaml"
@@ -266,14 +266,7 @@ def test_an_interrupted_sweep_resumed_finishes_every_trial_exactly_once(tmp_path
         seeds=[0, 1],
         evaluate={"tasks": 2, "steps": 1},
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mcrl", "sweep", str(sweep), "--out", "out"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    process = start_mcrl("sweep", str(sweep), "--out", "out", cwd=tmp_path)
     deadline = time.monotonic() + 240
     while not list(tmp_path.glob("out/runs/*/*/trial.json")) and time.monotonic() < deadline:
         time.sleep(0.2)

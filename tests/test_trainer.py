@@ -2,11 +2,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +16,7 @@ import mcrl
 from mcrl.common.config import ConfigError, load_config
 from mcrl.training.evaluation import group_records
 from mcrl.training.trainer import Trainer, TrainingError, load_checkpoint
-from tests.conftest import run_mcrl
+from tests.conftest import run_mcrl, start_mcrl
 
 TINY = [
     "family=Navigation2D",
@@ -254,14 +251,16 @@ def test_sigterm_stops_mcrl_train_like_ctrl_c_and_resume_continues(tmp_path, bac
         "meta_batch_size: 2\nepisodes_per_task: 2\neval_every: 1000\ncheckpoint_every: 1000\n"
     )
     sets = ["--set", "policy.hidden_sizes=[8]"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mcrl", "train", str(config), *sets, "--set", "iterations=1000"]
-        + ["--out", "run", "--no-progress"],
+    process = start_mcrl(
+        "train",
+        str(config),
+        *sets,
+        "--set",
+        "iterations=1000",
+        "--out",
+        "run",
+        "--no-progress",
         cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
     )
     run = tmp_path / "run"
     deadline = time.monotonic() + 240
