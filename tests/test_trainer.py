@@ -240,6 +240,29 @@ def test_ctrl_c_saves_the_last_completed_iteration(tmp_path, monkeypatch, interr
     assert resumed.start_iteration == 3
 
 
+def test_ctrl_c_while_a_row_is_written_saves_the_iteration_before_and_resume_redoes_it(
+    tmp_path, monkeypatch
+):
+    """A signal can land between iterations too, e.g. while metrics.csv gets its row."""
+    run = tmp_path / "run"
+    config = tiny_config("checkpoint_every=100", iterations=5)
+    trainer = Trainer(config, run, progress=False)
+    original = trainer._write_metrics
+
+    def interrupted(row):
+        original(row)
+        if row["iteration"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "_write_metrics", interrupted)
+    with pytest.raises(KeyboardInterrupt, match="iteration 1 saved"):
+        trainer.train()
+    assert load_checkpoint(run)["iteration"] == 1
+    resumed = Trainer(config, run, resume=True, progress=False)
+    assert resumed.start_iteration == 2
+    assert [int(row["iteration"]) for row in read_metrics(run)] == [0, 1]
+
+
 @pytest.mark.parametrize("backend", ["local", "ray"])
 def test_sigterm_stops_mcrl_train_like_ctrl_c_and_resume_continues(tmp_path, backend):
     """`kill` or a scheduler's preemption saves the last finished iteration, not the last

@@ -548,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mcrl: error: {one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        print(f"mcrl: {exc or 'interrupted'}", file=sys.stderr)
+        print(f"mcrl: {str(exc) or 'interrupted'}", file=sys.stderr)
         return 130
     finally:
         if in_main_thread:

@@ -251,8 +251,18 @@ class Trainer:
         rows: list[dict[str, Any]] = []
         with self._progress() as advance:
             for it in range(self.start_iteration, cfg.iterations):
+                # The whole body is guarded: a signal can land while the row or the checkpoint
+                # is being written, and `--resume` drops metrics rows past the saved iteration.
                 try:
                     row = self.iteration(it)
+                    rows.append(row)
+                    self._write_metrics(row)
+                    self._last_good = self._snapshot(it)
+                    if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations:
+                        self.save_checkpoint(self._last_good)
+                    advance(row)
+                    if on_iteration is not None:
+                        on_iteration(row)
                 except KeyboardInterrupt:
                     if self._last_good["iteration"] < 0:
                         raise KeyboardInterrupt(
@@ -267,14 +277,6 @@ class Trainer:
                         f"{exc} at iteration {it}; stopped. The last good checkpoint "
                         f"({self._last_checkpoint_text()}) is intact"
                     ) from exc
-                rows.append(row)
-                self._write_metrics(row)
-                self._last_good = self._snapshot(it)
-                if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations:
-                    self.save_checkpoint(self._last_good)
-                advance(row)
-                if on_iteration is not None:
-                    on_iteration(row)
         if self.latest_eval is not None:
             (self.run_dir / "eval.json").write_text(json.dumps(self.latest_eval, indent=2))
         return rows
