@@ -6,7 +6,8 @@ Each run is a plain ``mcrl train`` run in ``FAMILY_DIR/VARIANT/seedN`` (continue
 after 0..3 adaptation steps (``seedN/eval_SPLIT.json``, redone only when the checkpoint moved
 on), writes ``learning_curves.png`` and prints the markdown of experiments/README.md: per
 variant the mean over seeds ± a 95% t-interval, per run the mean over tasks ± a 95% interval,
-published numbers beside them, and kronecker − identity paired by seed. ``machines.json``
+published numbers beside them, and kronecker − identity paired by seed (by task where the
+two variants share one seed and its evaluation tasks). ``machines.json``
 (optional) names the machine each run's iterations ran on, from a first iteration on, so that
 the wall-clock is told per machine; a run's own ``seedN/machines.json`` overrides it.
 Baselines evaluated on the same splits (``experiments/baselines/sb3_ppo.py`` records in

@@ -1,7 +1,9 @@
 """Two configurations of one sweep compared seed by seed: the same seed means the same initial θ,
 training tasks and held-out tasks, so the per-seed difference removes the seeds' shared luck.
 Prints, per split and adaptation step, each configuration's mean over seeds and the mean
-difference A − B with its 95% t-interval over seeds ("yes" where it excludes 0).
+difference A − B with its 95% t-interval over seeds ("yes" where it excludes 0). With a single
+seed in common, evaluated on the same tasks, the difference is paired task by task instead: its
+interval then covers the tasks' and episodes' noise, not how much another seed would differ.
 
     python experiments/paired_difference.py experiments/results/defaults/navigation2d \
         001_curvature=kronecker 000_curvature=identity
@@ -18,13 +20,19 @@ from pathlib import Path
 from mcrl.sweeps.summary import format_mean_ci, mean_and_t95
 
 
-def returns_by_seed(run_dir: Path, split: str) -> dict[str, list[float]]:
+def records_by_seed(run_dir: Path, split: str) -> dict[str, dict]:
     found = {}
     for seed_dir in sorted(run_dir.glob("seed*")):
         path = seed_dir / f"eval_{split}.json"
         if path.is_file():
-            found[seed_dir.name] = json.loads(path.read_text())["returns"]
+            found[seed_dir.name] = json.loads(path.read_text())
     return found
+
+
+def same_tasks(a: dict, b: dict) -> bool:
+    """Both records hold per-task returns of the same tasks (drawn with the same seed)."""
+    keys = ("family", "split", "tasks", "task_seed")
+    return "task_returns" in a and "task_returns" in b and all(a.get(k) == b.get(k) for k in keys)
 
 
 def table(dir_a: Path, dir_b: Path, splits: list[str]) -> str:
@@ -35,20 +43,31 @@ def table(dir_a: Path, dir_b: Path, splits: list[str]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for split in splits:
-        runs_a = returns_by_seed(dir_a, split)
-        runs_b = returns_by_seed(dir_b, split)
+        runs_a = records_by_seed(dir_a, split)
+        runs_b = records_by_seed(dir_b, split)
         seeds = sorted(set(runs_a) & set(runs_b))
         if not seeds:
             continue
-        steps = min(len(runs[s]) for runs in (runs_a, runs_b) for s in seeds)
+        by_task = len(seeds) == 1 and same_tasks(runs_a[seeds[0]], runs_b[seeds[0]])
+        steps = min(len(runs[s]["returns"]) for runs in (runs_a, runs_b) for s in seeds)
         for k in range(steps):
-            mean_a, ci_a = mean_and_t95([runs_a[s][k] for s in seeds])
-            mean_b, ci_b = mean_and_t95([runs_b[s][k] for s in seeds])
-            diff, ci = mean_and_t95([runs_a[s][k] - runs_b[s][k] for s in seeds])
+            if by_task:
+                task_a = runs_a[seeds[0]]["task_returns"][k]
+                task_b = runs_b[seeds[0]]["task_returns"][k]
+                mean_a, ci_a = mean_and_t95(task_a)
+                mean_b, ci_b = mean_and_t95(task_b)
+                diffs = [x - y for x, y in zip(task_a, task_b, strict=True)]
+                paired_over = f"1, paired over {len(diffs)} tasks"
+            else:
+                mean_a, ci_a = mean_and_t95([runs_a[s]["returns"][k] for s in seeds])
+                mean_b, ci_b = mean_and_t95([runs_b[s]["returns"][k] for s in seeds])
+                diffs = [runs_a[s]["returns"][k] - runs_b[s]["returns"][k] for s in seeds]
+                paired_over = str(len(seeds))
+            diff, ci = mean_and_t95(diffs)
             significant = "–" if math.isnan(ci) else ("yes" if abs(diff) > ci else "no")
             lines.append(
                 f"| {split} | {k} | {format_mean_ci(mean_a, ci_a)} | {format_mean_ci(mean_b, ci_b)} "
-                f"| {diff:+.1f}{'' if math.isnan(ci) else f' ± {ci:.1f}'} | {len(seeds)} "
+                f"| {diff:+.1f}{'' if math.isnan(ci) else f' ± {ci:.1f}'} | {paired_over} "
                 f"| {significant} |"
             )
     return "\n".join(lines)

@@ -389,6 +389,9 @@ def test_evaluate_writes_eval_json_with_k_plus_one_entries(tmp_path, capsys):
         and written["tasks"] == 3
     )
     assert np.isfinite(written["returns"]).all() and written["env_steps"] > 0
+    # Every task's return is kept (for comparisons task by task), and the means are theirs.
+    assert np.allclose(np.mean(written["task_returns"], axis=1), written["returns"])
+    assert np.shape(written["task_returns"]) == (3, 3) and "task_seed" in written
 
 
 def test_evaluate_out_writes_elsewhere_and_keeps_the_runs_eval_json(tmp_path, capsys):

@@ -106,7 +106,7 @@ def evaluate_adaptation(
         episodes=episodes,
         env_steps=run.env_steps,
         successes=run.successes,
-    )
+    ) | {"task_seed": seed}
     if family.group_by is not None:
         record["group_by"] = family.group_by
         record |= group_records(
@@ -124,7 +124,8 @@ def eval_record(
     successes: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The ``eval.json`` record for per-task returns ``[steps + 1, tasks]`` (also used by the
-    baselines in ``experiments/baselines``), with the success rates where there are some."""
+    baselines in ``experiments/baselines``): their mean and 95% CI over tasks after each step,
+    the returns themselves (``task_returns``), and the success rates where there are some."""
     stats = [mean_and_ci95(r) for r in returns]
     record = {
         "split": split,
@@ -134,6 +135,8 @@ def eval_record(
         "returns": [m for m, _ in stats],
         "ci95": [c for _, c in stats],
         "env_steps": env_steps,
+        # Per task, so that two policies evaluated on the same tasks can be compared task by task.
+        "task_returns": returns.tolist(),
     }
     if successes is not None:
         success_stats = [mean_and_ci95(s) for s in successes]
