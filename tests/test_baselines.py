@@ -32,3 +32,33 @@ def test_ppo_baseline_writes_an_eval_record(tmp_path, baseline, capsys):
     # 2 tasks x (2 updates of 2 x 10 steps + 3 evaluations of at most 2 x 10 steps)
     assert 2 * 40 < record["env_steps"] <= 2 * (40 + 60)
     assert (record["pretrain_env_steps"] > 0) == (baseline == "multitask")
+
+
+def test_multitask_pretraining_is_saved_continued_and_reused(tmp_path, capsys):
+    script = load_script()
+    common = ["multitask", "--family", "Navigation2D", "--tasks", "1", "--steps", "1"]
+    common += ["--episodes", "2", "--horizon", "10", "--checkpoint-every", "20"]
+    common += ["--pretrain-dir", str(tmp_path / "pre")]
+
+    def run(pretrain_steps: int, *extra: str) -> dict:
+        out = tmp_path / f"eval_{pretrain_steps}.json"
+        args = [*common, "--pretrain-steps", str(pretrain_steps), *extra, "--out", str(out)]
+        assert script.main(args) == 0
+        return json.loads(out.read_text())
+
+    assert run(40)["pretrain_env_steps"] == 40
+    first = (tmp_path / "pre" / "pretrained.zip").read_bytes()
+    assert "pretrain: 20/40 env steps" in capsys.readouterr().err  # saved after each chunk
+    # More steps continue from the saved model; as many as it has reuse it untouched.
+    assert run(80)["pretrain_env_steps"] == 80
+    assert "pretrain: 60/80" in capsys.readouterr().err
+    assert (tmp_path / "pre" / "pretrained.zip").read_bytes() != first
+    kept = (tmp_path / "pre" / "pretrained.zip").read_bytes()
+    assert run(80, "--split", "ood")["pretrain_env_steps"] == 80
+    assert "pretrain:" not in capsys.readouterr().err
+    assert (tmp_path / "pre" / "pretrained.zip").read_bytes() == kept
+    # Another family's or horizon's model is refused in one line, and kept.
+    args = [*common, "--horizon", "12", "--out", str(tmp_path / "x.json")]
+    assert script.main(args) == 2
+    assert "holds a model pre-trained with" in capsys.readouterr().err
+    assert (tmp_path / "pre" / "pretrained.zip").read_bytes() == kept

@@ -13,6 +13,10 @@ k updates, averaged over tasks, with a 95% CI over tasks, like ``mcrl evaluate``
         --out experiments/results/baselines/navigation2d_scratch.json
     python experiments/baselines/sb3_ppo.py multitask --family Navigation2D --pretrain-steps 400000 \\
         --out experiments/results/baselines/navigation2d_multitask.json
+
+Long pre-training survives an interruption with ``--pretrain-dir DIR``: the model is saved there
+every ``--checkpoint-every`` env steps, the same command continues from it, and once it has
+``--pretrain-steps`` a rerun (another split, more tasks) fine-tunes it without pre-training again.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from mcrl.training.evaluation import eval_record
 class TaskResamplingEnv(gym.Wrapper):
     """One env that moves to a new training task of the family at every reset."""
 
-    def __init__(self, family: TaskFamily, seed: int):
+    def __init__(self, family: TaskFamily, seed: int | list[int]):
         self.family = family
         self.rng = np.random.default_rng(seed)
         first = Task(family.name, "train", 0, family.sample_params(self.rng, "train"))
@@ -62,6 +66,48 @@ def new_ppo(env: gym.Env, args: argparse.Namespace, horizon: int) -> PPO:
         device="cpu",
         verbose=0,
     )
+
+
+def pretrain(family: TaskFamily, args: argparse.Namespace, horizon: int) -> tuple[Path, int]:
+    """Multi-task PPO on the training split, saved every ``--checkpoint-every`` env steps to
+    ``--pretrain-dir`` (a fresh temporary folder without one) and continued from what is there;
+    the saved model and its env steps."""
+    directory = Path(args.pretrain_dir) if args.pretrain_dir else Path(tempfile.mkdtemp())
+    directory.mkdir(parents=True, exist_ok=True)
+    saved, settings_file = directory / "pretrained.zip", directory / "pretrain.json"
+    settings = {
+        "family": family.name,
+        "horizon": horizon,
+        "episodes": args.episodes,
+        "seed": args.seed,
+    }
+    if saved.is_file():
+        kept = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+        if kept != settings:
+            raise ValueError(
+                f"--pretrain-dir {directory} holds a model pre-trained with {kept or 'unknown settings'}, "
+                f"not {settings}; pass another --pretrain-dir"
+            )
+        model = PPO.load(saved, device="cpu")
+        # A new stream of training tasks: the one before the interruption is not restored.
+        model.set_env(TaskResamplingEnv(family, [args.seed, model.num_timesteps]))
+    else:
+        model = new_ppo(TaskResamplingEnv(family, args.seed), args, horizon)
+        settings_file.write_text(json.dumps(settings))
+    start, started = model.num_timesteps, time.perf_counter()
+    while model.num_timesteps < args.pretrain_steps:
+        chunk = min(args.checkpoint_every, args.pretrain_steps - model.num_timesteps)
+        model.learn(chunk, reset_num_timesteps=False)
+        partial = directory / "pretrained.partial.zip"
+        model.save(partial)
+        partial.replace(saved)  # a model half written is never the one kept
+        rate = (model.num_timesteps - start) / (time.perf_counter() - started)
+        print(
+            f"pretrain: {model.num_timesteps}/{args.pretrain_steps} env steps "
+            f"({rate:.0f}/s), saved to {saved}",
+            file=sys.stderr,
+        )
+    return saved, model.num_timesteps
 
 
 def fine_tune(
@@ -97,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=20, help="episodes per update")
     parser.add_argument("--horizon", type=int, help="default: the family's")
     parser.add_argument("--pretrain-steps", type=int, default=400_000, help="multitask only")
+    parser.add_argument(
+        "--pretrain-dir", help="multitask: keep the pre-trained model here and continue from it"
+    )
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=50_000, help="multitask: env steps between saves"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="eval.json-format output file")
     args = parser.parse_args(argv)
@@ -108,11 +160,19 @@ def main(argv: list[str] | None = None) -> int:
     pretrained = None
     pretrain_steps = 0
     if args.baseline == "multitask":
-        model = new_ppo(TaskResamplingEnv(family, args.seed), args, horizon)
-        model.learn(args.pretrain_steps)
-        pretrain_steps = model.num_timesteps
-        pretrained = Path(tempfile.mkdtemp()) / "pretrained.zip"
-        model.save(pretrained)
+        try:
+            pretrained, pretrain_steps = pretrain(family, args, horizon)
+        except ValueError as exc:
+            print(f"sb3_ppo: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            kept = (
+                f"the last checkpoint in {args.pretrain_dir} is kept: the same command continues"
+                if args.pretrain_dir
+                else "nothing kept (--pretrain-dir keeps it)"
+            )
+            print(f"sb3_ppo: interrupted while pre-training; {kept}", file=sys.stderr)
+            return 130
 
     tasks = family.sample_tasks(args.tasks, split=args.split, seed=args.seed)
     returns = np.zeros((args.steps + 1, len(tasks)))
