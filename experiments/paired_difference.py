@@ -51,19 +51,17 @@ def table(dir_a: Path, dir_b: Path, splits: list[str]) -> str:
         by_task = len(seeds) == 1 and same_tasks(runs_a[seeds[0]], runs_b[seeds[0]])
         steps = min(len(runs[s]["returns"]) for runs in (runs_a, runs_b) for s in seeds)
         for k in range(steps):
-            if by_task:
-                task_a = runs_a[seeds[0]]["task_returns"][k]
-                task_b = runs_b[seeds[0]]["task_returns"][k]
-                mean_a, ci_a = mean_and_t95(task_a)
-                mean_b, ci_b = mean_and_t95(task_b)
-                diffs = [x - y for x, y in zip(task_a, task_b, strict=True)]
-                paired_over = f"1, paired over {len(diffs)} tasks"
-            else:
-                mean_a, ci_a = mean_and_t95([runs_a[s]["returns"][k] for s in seeds])
-                mean_b, ci_b = mean_and_t95([runs_b[s]["returns"][k] for s in seeds])
-                diffs = [runs_a[s]["returns"][k] - runs_b[s]["returns"][k] for s in seeds]
+            if by_task:  # one value per task of the one seed
+                values_a = runs_a[seeds[0]]["task_returns"][k]
+                values_b = runs_b[seeds[0]]["task_returns"][k]
+                paired_over = f"1, paired over {len(values_a)} tasks"
+            else:  # one value (the mean over tasks) per seed
+                values_a = [runs_a[s]["returns"][k] for s in seeds]
+                values_b = [runs_b[s]["returns"][k] for s in seeds]
                 paired_over = str(len(seeds))
-            diff, ci = mean_and_t95(diffs)
+            mean_a, ci_a = mean_and_t95(values_a)
+            mean_b, ci_b = mean_and_t95(values_b)
+            diff, ci = mean_and_t95([x - y for x, y in zip(values_a, values_b, strict=True)])
             significant = "–" if math.isnan(ci) else ("yes" if abs(diff) > ci else "no")
             lines.append(
                 f"| {split} | {k} | {format_mean_ci(mean_a, ci_a)} | {format_mean_ci(mean_b, ci_b)} "
