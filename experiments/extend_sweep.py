@@ -6,7 +6,7 @@ also holds the evaluation that ended the shorter run, at iteration N - 1). This 
 sweep's directory (its ``sweep.json``) and copies each source trial's run directory into it,
 without the files of its end (``trial.json``, ``eval_<split>.json``), after checking that the
 source trial ran the same config as the new one in everything but ``iterations`` (and the keys
-named with ``--allow``). Then ``mcrl sweep NEW.yaml --out NEW_DIR --resume`` trains the rest.
+named with ``--allow``); a seed that the shorter sweep lacks trains from scratch. Then ``mcrl sweep NEW.yaml --out NEW_DIR --resume`` trains the rest.
 
     python experiments/extend_sweep.py experiments/sweeps/navigation2d_500.yaml \
         experiments/results/defaults/navigation2d_500 \
@@ -57,6 +57,9 @@ def extend(sweep_file: str, out: Path, sources: dict[str, Path], allowed: set[st
         if trial.configuration not in sources:
             continue
         source = sources[trial.configuration] / f"seed{trial.seed}"
+        if not source.exists():
+            print(f"{trial.name}: no {source}, trains from scratch")
+            continue
         saved = source / "config.yaml"
         if not (source / "checkpoints" / "latest.pt").is_file() or not saved.is_file():
             raise ConfigError(

@@ -28,6 +28,12 @@ def test_an_extended_sweep_trains_what_the_longer_sweep_trains_from_scratch(tmp_
         tmp_path / "short.yaml", set=TINY | {"iterations": 2}, evaluate={"steps": 1}
     )
     long = write_sweep(tmp_path / "long.yaml", set=TINY | {"iterations": 4}, evaluate={"steps": 1})
+    more_seeds = write_sweep(
+        tmp_path / "more_seeds.yaml",
+        set=TINY | {"iterations": 4},
+        evaluate={"steps": 1},
+        seeds=[0, 1],
+    )
     for sweep, out in [(short, "short"), (long, "scratch")]:
         result = run_mcrl("sweep", str(sweep), "--out", out, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -51,6 +57,16 @@ def test_an_extended_sweep_trains_what_the_longer_sweep_trains_from_scratch(tmp_
     for name, tensor in policy_of(scratch).items():
         assert torch.equal(policy_of(copied)[name], tensor), name
     assert (copied / "eval_test.json").is_file()
+
+    # A seed the shorter sweep does not have trains from scratch.
+    extend_sweep.extend(
+        str(more_seeds),
+        tmp_path / "more",
+        {configuration: tmp_path / "short" / "runs" / configuration},
+        allowed=set(),
+    )
+    assert (tmp_path / "more" / "runs" / configuration / "seed0" / "metrics.csv").is_file()
+    assert not (tmp_path / "more" / "runs" / configuration / "seed1").exists()
 
 
 def test_a_trial_that_ran_another_config_is_refused_naming_the_key(tmp_path):
