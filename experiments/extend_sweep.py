@@ -6,7 +6,8 @@ also holds the evaluation that ended the shorter run, at iteration N - 1). This 
 sweep's directory (its ``sweep.json``) and copies each source trial's run directory into it,
 without the files of its end (``trial.json``, ``eval_<split>.json``), after checking that the
 source trial ran the same config as the new one in everything but ``iterations`` (and the keys
-named with ``--allow``); a seed that the shorter sweep lacks trains from scratch. Then ``mcrl sweep NEW.yaml --out NEW_DIR --resume`` trains the rest.
+named with ``--allow``); a seed that the shorter sweep lacks trains from scratch. Then
+``mcrl sweep NEW.yaml --out NEW_DIR --resume`` trains the rest.
 
     python experiments/extend_sweep.py experiments/sweeps/navigation2d_500.yaml \
         experiments/results/defaults/navigation2d_500 \
