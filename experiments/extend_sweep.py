@@ -18,27 +18,32 @@ named with ``--allow``); a seed that the shorter sweep lacks trains from scratch
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
-import yaml
-
-from mcrl.common.config import ConfigError, from_saved_dict, to_dict
-from mcrl.sweeps.runner import SWEEP_FILE, TRIAL_FILE, run_dir_of, sweep_record
+from mcrl.common.config import (
+    ConfigError,
+    TrainConfig,
+    from_dict,
+    from_saved_dict,
+    read_yaml_mapping,
+    to_dict,
+)
+from mcrl.sweeps.runner import TRIAL_FILE, run_dir_of, write_sweep_record
 from mcrl.sweeps.spec import load_sweep
 
 
-def differing_keys(source: dict, target: dict, prefix: str = "") -> list[str]:
-    keys = sorted(set(source) | set(target))
+def differences(source: dict, target: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, source's value, target's value) wherever two nested configs differ."""
     found = []
-    for key in keys:
+    for key in sorted(set(source) | set(target)):
         a, b = source.get(key), target.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            found += differing_keys(a, b, f"{prefix}{key}.")
+            found += differences(a, b, f"{prefix}{key}.")
         elif a != b:
-            found.append(f"{prefix}{key}")
+            found.append((f"{prefix}{key}", a, b))
     return found
 
 
@@ -66,35 +71,28 @@ def extend(sweep_file: str, out: Path, sources: dict[str, Path], allowed: set[st
             raise ConfigError(
                 f"{str(source)!r} holds no run (config.yaml and checkpoints/latest.pt)"
             )
-        ran = to_dict(from_saved_dict(yaml.safe_load(saved.read_text())))
-        wanted = json.loads(json.dumps(trial.config))
-        differ = set(differing_keys(json.loads(json.dumps(ran)), wanted)) - allowed
-        if differ - {"iterations"}:
-            key = sorted(differ - {"iterations"})[0]
-            raise ConfigError(
-                f"{str(source)!r} ran with {key}={_get(ran, key)!r}, the sweep's trial wants "
-                f"{_get(wanted, key)!r}; pass --allow {key} if that cannot change the run"
-            )
+        # Both as the trainer reads them, so that only real differences remain.
+        ran = to_dict(from_saved_dict(read_yaml_mapping(saved, "run config")))
+        wanted = to_dict(from_dict(TrainConfig, trial.config))
+        for key, had, wants in differences(ran, wanted):
+            if key not in allowed | {"iterations"}:
+                raise ConfigError(
+                    f"{str(source)!r} ran with {key}={had!r}, the sweep's trial wants {wants!r}; "
+                    f"pass --allow {key} if that cannot change the run"
+                )
         if ran["iterations"] > wanted["iterations"]:
             raise ConfigError(
                 f"{str(source)!r} already ran {ran['iterations']} iterations, more than the "
                 f"sweep's {wanted['iterations']}"
             )
         plan.append((source, run_dir_of(out, trial)))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / SWEEP_FILE).write_text(json.dumps(sweep_record(spec, trials), indent=1))
+    write_sweep_record(out, spec, trials)
     for source, target in plan:
         shutil.copytree(source, target)
         for ended in [TRIAL_FILE, *(p.name for p in target.glob("eval_*.json"))]:
             (target / ended).unlink(missing_ok=True)
         print(f"{source} -> {target}")
     print(f"continue with: mcrl sweep {sweep_file} --out {out} --resume")
-
-
-def _get(config: dict, dotted: str):
-    for part in dotted.split("."):
-        config = config.get(part) if isinstance(config, dict) else None
-    return config
 
 
 def main() -> None:

@@ -72,6 +72,11 @@ def sweep_record(spec: SweepSpec, trials: list[Trial]) -> dict[str, Any]:
     }
 
 
+def write_sweep_record(sweep_dir: Path, spec: SweepSpec, trials: list[Trial]) -> None:
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / SWEEP_FILE).write_text(json.dumps(sweep_record(spec, trials), indent=1))
+
+
 def _with_keys_added_since(trial: dict[str, Any]) -> dict[str, Any]:
     """A recorded trial with the config keys added to mcrl since, at the values it ran with
     (see ``BEFORE_THE_KEY``), so that a newer mcrl still recognises its own sweep."""
@@ -284,8 +289,7 @@ def run_sweep(
         import ray
 
         check_fits(pending, ray.cluster_resources())
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / SWEEP_FILE).write_text(json.dumps(sweep_record(spec, trials), indent=1))
+    write_sweep_record(sweep_dir, spec, trials)
     say(
         f"mcrl sweep: {len(trials)} trials ({len(trials) - len(pending)} already ended) "
         f"into {sweep_dir}"
