@@ -1,5 +1,6 @@
-"""Learned per-step step sizes (MAML++) and positive-definite Kronecker factors: exact
-meta-gradients, MAML at initialisation, positive definiteness after any update, checkpoints."""
+"""Learned per-step step sizes (MAML++), one curvature per inner step, and positive-definite
+Kronecker factors: exact meta-gradients, MAML at initialisation, positive definiteness after any
+update, checkpoints."""
 
 from __future__ import annotations
 
@@ -20,25 +21,30 @@ from tests.conftest import tiny_config
 from tests.test_learner import as_float, finite_difference, objective_value, tiny_data
 
 OPTIONS = [
-    # (curvature, parametrization, learn_inner_lr, first_order, inner_steps)
-    ("kronecker", "pd", True, False, 2),
-    ("kronecker", "pd", False, False, 2),
-    ("identity", "free", True, False, 2),
+    # (curvature, parametrization, learn_inner_lr, first_order, inner_steps, curvature_per_step)
+    ("kronecker", "pd", True, False, 2, False),
+    ("kronecker", "pd", False, False, 2, False),
+    ("identity", "free", True, False, 2, False),
     # First order: exact for C with one step (a later step's gradient would depend on C
     # through the earlier step, which first order drops).
-    ("diagonal", "free", True, True, 1),
+    ("diagonal", "free", True, True, 1, False),
+    ("kronecker", "free", True, False, 2, True),
+    ("diagonal", "free", False, False, 2, True),
 ]
 
 
-@pytest.mark.parametrize(("kind", "parametrization", "learn_lr", "first_order", "steps"), OPTIONS)
+@pytest.mark.parametrize(
+    ("kind", "parametrization", "learn_lr", "first_order", "steps", "per_step"), OPTIONS
+)
 def test_meta_gradients_of_every_learned_quantity_match_finite_differences(
-    kind, parametrization, learn_lr, first_order, steps
+    kind, parametrization, learn_lr, first_order, steps, per_step
 ):
     policy, pre, pre2, post = tiny_data()
     cfg = TrainConfig(
         inner_lr=0.5,
         curvature=kind,
         curvature_parametrization=parametrization,
+        curvature_per_step=per_step,
         learn_inner_lr=learn_lr,
         first_order=first_order,
         inner_steps=steps,
@@ -59,19 +65,31 @@ def test_meta_gradients_of_every_learned_quantity_match_finite_differences(
     analytic = torch.autograd.grad(value(), tensors)
     for a, n in zip(analytic, finite_difference(value, tensors), strict=True):
         torch.testing.assert_close(a, n, rtol=1e-4, atol=1e-6)
+    names = [n for n, _ in curvature.named_parameters()]
     if learn_lr:
-        names = [n for n, _ in curvature.named_parameters()]
         assert "log_step_scales" in names
+    if per_step:  # each inner step is preconditioned by its own C, and each C is learned
+        for k in range(steps):
+            moved = [
+                a
+                for n, a in zip(names, analytic[: len(names)], strict=True)
+                if n.startswith(f"per_step.{k}.")
+            ]
+            assert moved and all(a.abs().sum() > 0 for a in moved)
 
 
+@pytest.mark.parametrize("per_step", [False, True])
 @pytest.mark.parametrize("kind", ["identity", "diagonal", "kronecker"])
-def test_with_every_learned_quantity_at_its_initial_value_it_is_maml(kind):
+def test_with_every_learned_quantity_at_its_initial_value_it_is_maml(kind, per_step):
     policy, pre, pre2, post = tiny_data()
     results = {}
-    for name, overrides in (
-        ("maml", {"curvature": "identity"}),
-        ("new", {"curvature": kind, "learn_inner_lr": True, "curvature_parametrization": "pd"}),
-    ):
+    new = {
+        "curvature": kind,
+        "learn_inner_lr": True,
+        "curvature_parametrization": "pd",
+        "curvature_per_step": per_step,
+    }
+    for name, overrides in (("maml", {"curvature": "identity"}), ("new", new)):
         cfg = TrainConfig(inner_lr=0.5, inner_steps=2, **overrides)
         objective = MetaObjective(policy, curvature_for(cfg, policy.params()).double(), cfg)
         first = objective.first_step(policy.params(), pre, create_graph=True)
@@ -110,6 +128,62 @@ def test_steps_beyond_the_trained_ones_reuse_the_last_learned_step_size():
         curvature.log_step_scales.copy_(torch.tensor([0.5, -0.5]))
     scales = [float(curvature.step_scale(k)) for k in range(5)]
     assert scales[0] != scales[1] and scales[1:] == [scales[1]] * 4
+
+
+def test_each_inner_step_uses_its_own_curvature_and_later_steps_reuse_the_last():
+    policy, pre, pre2, _ = tiny_data()
+    cfg = TrainConfig(inner_lr=0.5, inner_steps=2, curvature_per_step=True)
+    curvature = curvature_for(cfg, policy.params()).double()
+    first, second = curvature.curvatures()
+    assert [curvature.at_step(k) for k in range(4)] == [first, second, second, second]
+    objective = MetaObjective(policy, curvature, cfg)
+    theta = policy.params()
+    start = objective.first_step(theta, pre, create_graph=False)
+
+    def adapted():
+        return [
+            {n: p.detach() for n, p in step.items()}
+            for step in objective.adapt_steps(theta, [pre, pre2], start)
+        ]
+
+    before = adapted()
+    with torch.no_grad():  # change C_2 only: the first step stays, the second moves
+        for p in second.parameters():
+            p.mul_(1.5)
+    after = adapted()
+    for name in before[0]:
+        torch.testing.assert_close(after[0][name], before[0][name])
+    assert any(not torch.allclose(after[1][n], before[1][n]) for n in before[1])
+    with pytest.raises(TypeError, match="at_step"):
+        curvature(start.grads)
+
+
+def test_per_step_curvatures_train_resume_plot_and_refuse_another_step_count(tmp_path, capsys):
+    run = tmp_path / "run"
+    settings = ("curvature_per_step=true", "inner_steps=2", "iterations=1")
+    mcrl.train(tiny_config(*settings), run)
+    state = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
+    names = set(state["learner"]["curvature"])
+    assert {"per_step.0.out_factors.head__weight", "per_step.1.out_factors.head__weight"} <= names
+    config = tmp_path / "c.yaml"
+    base = yaml.safe_load((run / "config.yaml").read_text())
+    config.write_text(yaml.safe_dump(base | {"iterations": 2}))
+    assert main(["train", str(config), "--out", str(run), "--resume", "--no-progress"]) == 0
+    assert mcrl.load(run).learner.curvature.state_dict().keys() == names
+    assert main(["plot", str(run)]) == 0
+    assert {"curvature_step1.png", "curvature_step2.png"} <= {
+        p.name for p in (run / "plots").iterdir()
+    }
+    for key, value, said in [
+        ("inner_steps", 3, "inner_steps=2"),
+        ("curvature_per_step", False, "curvature_per_step=True"),
+    ]:
+        config.write_text(yaml.safe_dump(base | {"iterations": 3, key: value}))
+        capsys.readouterr()
+        assert main(["train", str(config), "--out", str(run), "--resume", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot resume: the checkpoint has {said}" in err
+        assert len(err.strip().splitlines()) == 1
 
 
 def test_learned_step_sizes_train_are_logged_and_reach_evaluation(tmp_path):

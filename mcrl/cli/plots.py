@@ -6,7 +6,8 @@
 - ``affinity.png``: the latest task-affinity matrix D_ij = ‖g_i − g_j‖², tasks ordered by
   their parameters, so that tasks with similar goals or dynamics sit together;
 - ``curvature.png``: what C learned: for ``kronecker`` the eigenvalues of every factor M_out and
-  M_in against the identity's (all 1); for ``diagonal`` a histogram of the scales.
+  M_in against the identity's (all 1); for ``diagonal`` a histogram of the scales. With one
+  curvature per inner step (``curvature_per_step``), ``curvature_step1.png``, ... instead.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mcrl.common.config import from_saved_dict  # noqa: E402
-from mcrl.meta.curvature import Curvature, DiagonalCurvature  # noqa: E402
+from mcrl.meta.curvature import Curvature, DiagonalCurvature, PerStepCurvature  # noqa: E402
 from mcrl.meta.learner import curvature_for  # noqa: E402
 from mcrl.training.checkpoints import load_checkpoint  # noqa: E402
 
@@ -125,7 +126,7 @@ def plot_affinity(npz_path: Path, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_curvature(curvature: Curvature, path: Path) -> Path:
+def plot_curvature(curvature: Curvature, path: Path, title: str = "") -> Path:
     if isinstance(curvature, DiagonalCurvature):
         scales = torch.cat([p.detach().flatten() for p in curvature.scales.values()]).numpy()
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -134,7 +135,7 @@ def plot_curvature(curvature: Curvature, path: Path) -> Path:
         ax.set_xlabel("learned per-parameter scale c")
         ax.set_ylabel("parameters")
         ax.legend()
-        ax.set_title("diagonal curvature (Meta-SGD)")
+        ax.set_title(f"diagonal curvature (Meta-SGD){title}")
         return _save(fig, path)
     # "out.<name>", "in.<name>": the matrices M, whether C holds them or their roots.
     factors = {key: m.detach() for key, m in curvature.factors().items()}
@@ -149,7 +150,7 @@ def plot_curvature(curvature: Curvature, path: Path) -> Path:
             ax = axes[row][column]
             ax.plot(eigenvalues, marker=".", label="learned")
             ax.axhline(1.0, color="black", linestyle="--", label="identity")
-            ax.set_title(f"M_{side} of {name.replace('__', '.')}", fontsize="small")
+            ax.set_title(f"M_{side} of {name.replace('__', '.')}{title}", fontsize="small")
             ax.set_xlabel("index (sorted)")
     axes[0][0].set_ylabel("eigenvalue (real part)")
     axes[1][0].set_ylabel("eigenvalue (real part)")
@@ -189,5 +190,10 @@ def plot_run(
         config = from_saved_dict(state["config"])
         curvature = curvature_for(config, state["learner"]["policy"])
         curvature.load_state_dict(state["learner"]["curvature"])
-        written.append(plot_curvature(curvature, out / "curvature.png"))
+        if isinstance(curvature, PerStepCurvature):
+            for k, step_curvature in enumerate(curvature.curvatures(), start=1):
+                path = out / f"curvature_step{k}.png"
+                written.append(plot_curvature(step_curvature, path, f", inner step {k}"))
+        else:
+            written.append(plot_curvature(curvature, out / "curvature.png"))
     return written, skipped

@@ -150,6 +150,10 @@ class TrainConfig:
     curvature_parametrization: Literal["free", "pd"] = "free"
     """Kronecker factors as free matrices, or positive definite (M = L·Lᵀ + 0.01·I, starting
     at I): every adaptation step is then a descent direction."""
+    curvature_per_step: bool = False
+    """One curvature C_k per inner step, each starting at the identity and learned with the
+    others in the C-step (design §3); adapting beyond ``inner_steps`` reuses the last one.
+    False: one C for every step."""
     learn_inner_lr: bool = True
     """Learn one step size per inner step, α_k = inner_lr·exp(s_k) with s_k starting at 0,
     updated with C (MAML++); adapting beyond ``inner_steps`` reuses the last one."""

@@ -13,12 +13,15 @@ dimension) to a dict of preconditioned gradients of the same shapes:
 
 Every kind can also learn one step size per inner step (``learn_step_sizes``, MAML++):
 α_k = inner_lr · exp(s_k), s_k starting at 0; steps beyond the last learned one reuse it.
+``per_step`` learns one curvature C_k per inner step the same way (:class:`PerStepCurvature`);
+``curvature.at_step(k)`` is the one that preconditions step k.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +50,10 @@ class Curvature(nn.Module, abc.ABC):
     @abc.abstractmethod
     def forward(self, grads: Mapping[str, Tensor]) -> dict[str, Tensor]: ...
 
+    def at_step(self, step: int) -> Curvature:
+        """The curvature that preconditions inner step ``step``: this one, at every step."""
+        return self
+
     def step_scale(self, step: int) -> Tensor | float:
         """The learned multiplier of inner step ``step`` (1 when step sizes are not learned);
         steps past the last learned one reuse it."""
@@ -65,15 +72,19 @@ class Curvature(nn.Module, abc.ABC):
         together, the factor's spectrum moves n times as far."""
         return {}
 
+    def vector_scales(self) -> list[Tensor]:
+        """The per-entry scales c that multiply gradients (diagonal C, and Kronecker C's
+        vectors)."""
+        scales = getattr(self, "scales", None)
+        return [] if scales is None else list(scales.values())
+
     def stats(self) -> dict[str, float]:
         """Summary numbers for the metrics: how far C has moved from the identity, and the
         extremes of its spectrum (a negative eigenvalue turns that direction of an adaptation
         step into ascent; a large singular value makes the step overshoot)."""
         with torch.no_grad():
             matrices = list(self.factors().values())
-            scales = [
-                p.detach() for name, p in self.named_parameters() if name.startswith("scales.")
-            ]
+            scales = [c.detach() for c in self.vector_scales()]
             deviations = [
                 (m - torch.eye(m.shape[0], device=m.device)).norm() / m.numel() ** 0.5
                 for m in matrices
@@ -187,6 +198,48 @@ class KroneckerCurvature(Curvature):
         return out
 
 
+class PerStepCurvature(Curvature):
+    """One curvature C_k of one kind per inner step, each starting at the identity (so this
+    too is MAML at initialisation); steps beyond the last learned one reuse it. The learned
+    step sizes, if any, are this module's, as for a single C."""
+
+    def __init__(self, shapes, per_step: list[Curvature], **kwargs):
+        super().__init__(shapes, **kwargs)
+        self.kind = per_step[0].kind
+        self.per_step = nn.ModuleList(per_step)
+
+    def forward(self, grads):
+        raise TypeError(
+            "a per-step curvature preconditions one inner step at a time: "
+            "use curvature.at_step(k)(grads)"
+        )
+
+    def curvatures(self) -> list[Curvature]:
+        """C_1, C_2, ...: one per trained inner step."""
+        return [cast(Curvature, curvature) for curvature in self.per_step]
+
+    def at_step(self, step):
+        curvatures = self.curvatures()
+        return curvatures[min(step, len(curvatures) - 1)]
+
+    def factors(self):
+        return {
+            f"step{k + 1}.{key}": m
+            for k, curvature in enumerate(self.curvatures())
+            for key, m in curvature.factors().items()
+        }
+
+    def factor_sizes(self):
+        return {
+            f"per_step.{k}.{name}": n
+            for k, curvature in enumerate(self.curvatures())
+            for name, n in curvature.factor_sizes().items()
+        }
+
+    def vector_scales(self):
+        return [c for curvature in self.curvatures() for c in curvature.vector_scales()]
+
+
 def make_curvature(
     kind: str,
     params: Mapping[str, Tensor],
@@ -194,10 +247,12 @@ def make_curvature(
     steps: int = 1,
     learn_step_sizes: bool = False,
     positive_definite: bool = False,
+    per_step: bool = False,
 ) -> Curvature:
     """The curvature of ``kind`` for parameters shaped like ``params`` (θ's dict); with
-    ``learn_step_sizes``, one learned step size per inner step (``steps`` of them);
-    ``positive_definite`` applies to Kronecker factors."""
+    ``learn_step_sizes``, one learned step size per inner step (``steps`` of them); with
+    ``per_step``, one curvature per inner step; ``positive_definite`` applies to Kronecker
+    factors."""
     classes = {
         "identity": IdentityCurvature,
         "diagonal": DiagonalCurvature,
@@ -206,10 +261,12 @@ def make_curvature(
     if kind not in classes:
         raise ValueError(f"curvature must be one of {', '.join(CURVATURES)}; got {kind!r}")
     shapes = {name: p.shape for name, p in params.items()}
-    options = {"steps": steps, "learn_step_sizes": learn_step_sizes}
-    if kind == "kronecker":
-        options["positive_definite"] = positive_definite
-    return classes[kind](shapes, **options)
+    options = {"positive_definite": positive_definite} if kind == "kronecker" else {}
+    step_sizes = {"steps": steps, "learn_step_sizes": learn_step_sizes}
+    if not per_step:
+        return classes[kind](shapes, **options, **step_sizes)
+    curvatures = [classes[kind](shapes, **options) for _ in range(steps)]
+    return PerStepCurvature(shapes, curvatures, **step_sizes)
 
 
 def adapt(
@@ -219,7 +276,7 @@ def adapt(
     inner_lr: float,
     step: int = 0,
 ) -> dict[str, Tensor]:
-    """Inner step ``step``: θ' = θ − inner_lr · scale_step · C(g)."""
-    preconditioned = curvature(grads)
+    """Inner step ``step``: θ' = θ − inner_lr · scale_step · C_step(g)."""
+    preconditioned = curvature.at_step(step)(grads)
     lr = inner_lr * curvature.step_scale(step)
     return {name: params[name] - lr * preconditioned[name] for name in params}

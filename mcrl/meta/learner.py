@@ -73,6 +73,7 @@ def curvature_for(config: TrainConfig, params: Params) -> Curvature:
         steps=config.inner_steps,
         learn_step_sizes=config.learn_inner_lr,
         positive_definite=config.curvature_parametrization == "pd",
+        per_step=config.curvature_per_step,
     )
 
 

@@ -186,14 +186,19 @@ class Trainer:
 
         def what_theta_and_c_mean(config: TrainConfig) -> dict[str, Any]:
             scaling = config.policy.action_scaling
-            return {
+            meaning = {
                 "family": config.family,
                 "curvature": config.curvature,
                 "schedule": config.schedule,
                 "curvature_parametrization": config.curvature_parametrization,
+                "curvature_per_step": config.curvature_per_step,
                 "learn_inner_lr": config.learn_inner_lr,
                 "policy.action_scaling": scaled if scaling == "auto" else scaling,
             }
+            if config.learn_inner_lr or config.curvature_per_step:
+                # C holds one learned step size (or curvature) per inner step.
+                meaning["inner_steps"] = config.inner_steps
+            return meaning
 
         wanted = what_theta_and_c_mean(self.config)
         for key, had in what_theta_and_c_mean(saved).items():
