@@ -128,7 +128,7 @@ def plot_affinity(npz_path: Path, path: Path) -> Path:
 
 def plot_curvature(curvature: Curvature, path: Path, title: str = "") -> Path:
     if isinstance(curvature, DiagonalCurvature):
-        scales = torch.cat([p.detach().flatten() for p in curvature.scales.values()]).numpy()
+        scales = torch.cat([c.detach().flatten() for c in curvature.vector_scales()]).numpy()
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.hist(scales, bins=50)
         ax.axvline(1.0, color="black", linestyle="--", label="identity (MAML)")
