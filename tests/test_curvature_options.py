@@ -58,7 +58,7 @@ def test_meta_gradients_of_every_learned_quantity_match_finite_differences(
     old = tuple(t.detach() for t in policy.distribution(policy.params(), pre.observations))
 
     def value():
-        return objective_value(objective, policy, [pre, pre2][:steps], post, old, 0.0, False)
+        return objective_value(objective, policy, [pre, pre2][:steps], post, old, False)
 
     # First order drops θ's second-order terms only; C's gradient stays exact either way.
     tensors = list(curvature.parameters()) + ([] if first_order else list(policy.parameters()))

@@ -12,11 +12,12 @@ import mcrl
 from mcrl.common.config import TrainConfig
 from mcrl.common.policies import GaussianMLPPolicy
 from mcrl.meta.curvature import make_curvature
-from mcrl.meta.learner import MetaLearner, MetaObjective
+from mcrl.meta.learner import MetaLearner, MetaObjective, with_weighted_terms
 from mcrl.meta.losses import (
     TaskTensors,
     affinity_matrix,
     alignment_loss,
+    emaml_loss,
     inner_loss,
     surrogate_and_kl,
 )
@@ -42,24 +43,17 @@ def tiny_data(num_tasks=3, episodes=4, horizon=6, seed=0):
 
     def tensors(batches):
         t = TaskTensors.from_batches(batches, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda)
-        return dataclasses.replace(
-            t,
-            **{
-                f: getattr(t, f).double()
-                for f in ("observations", "actions", "log_probs", "advantages", "mask")
-            },
-        )
+        return cast(t, torch.float64)
 
     return policy.double(), tensors(pre_batches), tensors(pre2_batches), tensors(post_batches)
 
 
-def objective_value(objective, policy, pre, post, old, alignment_weight, alignment):
+def objective_value(objective, policy, pre, post, old, alignment):
+    """The θ-step's loss, as the learner's PPO step forms it."""
     first = objective.first_step(policy.params(), pre[0], create_graph=True)
     terms = objective(policy.params(), pre, post, old, first, alignment=alignment)
-    total = terms["loss_outer"] + objective.config.inner_kl_weight * terms["kl_inner"]
-    if alignment:
-        total = total + alignment_weight * terms["loss_alignment"]
-    return total
+    loss = terms["loss_outer"] + objective.config.inner_kl_weight * terms["kl_inner"]
+    return with_weighted_terms(loss, terms, objective.config)
 
 
 def finite_difference(fn, tensors, eps=1e-6):
@@ -83,21 +77,26 @@ def finite_difference(fn, tensors, eps=1e-6):
 
 
 CASES = [
-    # (curvature, first_order, estimator, inner_steps, alignment_weight, alignment_estimator)
-    ("identity", False, "lvc", 1, 0.0, "plugin"),
-    ("diagonal", False, "lvc", 1, 0.0, "plugin"),
-    ("kronecker", False, "lvc", 1, 0.0, "plugin"),
-    ("kronecker", False, "vpg", 1, 0.0, "plugin"),
-    ("kronecker", False, "dice", 1, 0.0, "plugin"),
-    ("kronecker", False, "lvc", 2, 0.0, "plugin"),
-    ("diagonal", False, "lvc", 1, 0.7, "plugin"),
-    ("kronecker", False, "lvc", 1, 0.7, "split"),
+    # (curvature, first_order, estimator, inner_steps, alignment_weight, alignment_estimator,
+    #  emaml_weight)
+    ("identity", False, "lvc", 1, 0.0, "plugin", 0.0),
+    ("diagonal", False, "lvc", 1, 0.0, "plugin", 0.0),
+    ("kronecker", False, "lvc", 1, 0.0, "plugin", 0.0),
+    ("kronecker", False, "vpg", 1, 0.0, "plugin", 0.0),
+    ("kronecker", False, "dice", 1, 0.0, "plugin", 0.0),
+    ("kronecker", False, "lvc", 2, 0.0, "plugin", 0.0),
+    ("diagonal", False, "lvc", 1, 0.7, "plugin", 0.0),
+    ("kronecker", False, "lvc", 1, 0.7, "split", 0.0),
+    ("identity", False, "vpg", 1, 0.0, "plugin", 0.5),  # E-MAML as published: MAML + its term
+    ("kronecker", False, "lvc", 2, 0.0, "plugin", 0.5),
 ]
 
 
-@pytest.mark.parametrize(("kind", "first_order", "estimator", "steps", "beta", "align_est"), CASES)
+@pytest.mark.parametrize(
+    ("kind", "first_order", "estimator", "steps", "beta", "align_est", "emaml"), CASES
+)
 def test_meta_gradients_match_finite_differences(
-    kind, first_order, estimator, steps, beta, align_est
+    kind, first_order, estimator, steps, beta, align_est, emaml
 ):
     policy, pre, pre2, post = tiny_data()
     cfg = TrainConfig(
@@ -107,6 +106,7 @@ def test_meta_gradients_match_finite_differences(
         curvature=kind,
         alignment_weight=beta,
         alignment_estimator=align_est,
+        emaml_weight=emaml,
         inner_steps=steps,
         inner_kl_weight=0.3,
     )
@@ -124,7 +124,7 @@ def test_meta_gradients_match_finite_differences(
     )
 
     def value():
-        return objective_value(objective, policy, pres, post, old, beta, beta > 0)
+        return objective_value(objective, policy, pres, post, old, beta > 0)
 
     theta, curv = list(policy.parameters()), list(curvature.parameters())
     analytic = torch.autograd.grad(value(), theta + curv)
@@ -147,7 +147,7 @@ def test_first_order_curvature_gradient_is_exact(kind):
     old = tuple(t.detach() for t in old)
 
     def value():
-        return objective_value(objective, policy, [pre], post, old, 0.0, False)
+        return objective_value(objective, policy, [pre], post, old, False)
 
     curv = list(curvature.parameters())
     analytic = torch.autograd.grad(value(), curv)
@@ -159,9 +159,7 @@ def test_first_order_curvature_gradient_is_exact(kind):
     fo = torch.autograd.grad(value(), theta)
     so_cfg = dataclasses.replace(cfg, first_order=False)
     so = torch.autograd.grad(
-        objective_value(
-            MetaObjective(policy, curvature, so_cfg), policy, [pre], post, old, 0.0, False
-        ),
+        objective_value(MetaObjective(policy, curvature, so_cfg), policy, [pre], post, old, False),
         theta,
     )
     assert any(not torch.allclose(a, b) for a, b in zip(fo, so, strict=True))
@@ -177,7 +175,7 @@ def test_curvature_at_initialisation_is_maml(kind):
         objective = MetaObjective(policy, make_curvature(k, policy.params()).double(), cfg)
         first = objective.first_step(policy.params(), pre, create_graph=True)
         adapted = objective.adapt(policy.params(), [pre], first)
-        loss = objective_value(objective, policy, [pre], post, old, 0.0, False)
+        loss = objective_value(objective, policy, [pre], post, old, False)
         results[k] = (adapted, torch.autograd.grad(loss, list(policy.parameters())))
     for name in results["identity"][0]:
         torch.testing.assert_close(results[kind][0][name], results["identity"][0][name])
@@ -268,15 +266,22 @@ def test_estimators_share_the_first_order_gradient(estimator):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
 
 
-def as_float(data: TaskTensors) -> TaskTensors:
-    """``tiny_data``'s float64 tensors as float32, for a learner with default dtypes."""
+def cast(data: TaskTensors, dtype: torch.dtype) -> TaskTensors:
+    """Every tensor of ``data`` as ``dtype`` (Navigation2D's actions are floats too)."""
+    tensors = (f.name for f in dataclasses.fields(data))
     return dataclasses.replace(
         data,
         **{
-            f: getattr(data, f).float()
-            for f in ("observations", "actions", "log_probs", "advantages", "mask")
+            name: getattr(data, name).to(dtype)
+            for name in tensors
+            if isinstance(getattr(data, name), torch.Tensor)
         },
     )
+
+
+def as_float(data: TaskTensors) -> TaskTensors:
+    """``tiny_data``'s float64 tensors as float32, for a learner with default dtypes."""
+    return cast(data, torch.float32)
 
 
 def test_meta_step_moves_theta_and_curvature_and_reports_named_terms():
@@ -403,3 +408,35 @@ def test_first_episodes_keeps_every_task_and_step_of_those_episodes():
     by_episode = pre.observations.reshape(2, 6, 4, 2)
     torch.testing.assert_close(part.observations.reshape(2, 6, 2, 2), by_episode[:, :, :2])
     torch.testing.assert_close(part.mask.reshape(2, 6, 2), pre.mask.reshape(2, 6, 4)[:, :, :2])
+
+
+def test_emaml_term_favours_the_pre_adaptation_episodes_of_the_tasks_that_adapted_best():
+    """E-MAML's term raises the likelihood of the pre-adaptation actions of a task whose
+    post-adaptation return is above the meta-batch's mean and lowers the others'; equal returns
+    give no term at all."""
+    _, pre, _, post = tiny_data(num_tasks=3)
+    returns = torch.tensor([[1.0, 3.0], [-2.0, -2.0], [0.0, 1.0]], dtype=torch.float64)
+    post = dataclasses.replace(post, episode_returns=returns)  # task means 2, -2, 0.5
+    log_probs = torch.zeros_like(pre.log_probs, requires_grad=True)
+    loss = emaml_loss(log_probs, pre, post)
+    assert loss.shape == (3,)
+    (grad,) = torch.autograd.grad(loss.sum(), log_probs)
+    per_task = (grad * pre.mask).sum(-1)
+    assert per_task[0] < 0 < per_task[1]  # descending the loss: task 0 up, task 1 down
+    assert per_task[0] < per_task[2] < per_task[1]
+    equal = dataclasses.replace(post, episode_returns=torch.ones_like(returns))
+    assert torch.count_nonzero(emaml_loss(log_probs, pre, equal)) == 0
+
+
+def test_emaml_term_is_off_by_default():
+    policy, pre, _, post = tiny_data()
+    old = tuple(t.detach() for t in policy.distribution(policy.params(), pre.observations))
+    for weight, expected in ((0.0, False), (0.5, True)):
+        objective = MetaObjective(
+            policy,
+            make_curvature("identity", policy.params()),
+            TrainConfig(emaml_weight=weight),
+        )
+        first = objective.first_step(policy.params(), pre, create_graph=True)
+        terms = objective(policy.params(), [pre], post, old, first, alignment=False)
+        assert ("loss_emaml" in terms) is expected

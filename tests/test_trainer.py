@@ -128,14 +128,17 @@ def test_a_run_resumed_by_a_newer_mcrl_logging_more_columns_keeps_metrics_aligne
         ("curvature=identity", "inner_estimator=vpg"),
         ("outer=trpo", "alignment_weight=0.1"),
         ("outer=trpo", "first_order=true", "curvature=diagonal"),
+        ("emaml_weight=0.5",),
+        ("outer=trpo", "emaml_weight=0.5", "first_order=true"),
     ],
 )
 def test_every_learner_setting_trains(tmp_path, settings):
     trainer = mcrl.train(tiny_config(*settings), tmp_path / "run")
     rows = read_metrics(tmp_path / "run")
-    assert len(rows) == 2 and all(
-        np.isfinite(float(rows[-1][k])) for k in ("loss_outer", "kl_inner", "return_post")
-    )
+    logged = ("loss_outer", "kl_inner", "return_post")
+    if any(s.startswith("emaml_weight") for s in settings):
+        logged += ("loss_emaml",)
+    assert len(rows) == 2 and all(np.isfinite(float(rows[-1][k])) for k in logged)
     assert np.isfinite(trainer.latest_eval["returns"]).all()
 
 

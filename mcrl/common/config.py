@@ -179,6 +179,11 @@ class TrainConfig:
     """β: weight of the gradient-alignment loss 𝒞(θ) = Σ_{i≠j}‖g_i − g_j‖² in the θ-step."""
     alignment_estimator: Literal["plugin", "split"] = "plugin"
     """‖g_i‖² from all episodes (plugin) or ⟨g_i^A, g_i^B⟩ from two halves of them (split)."""
+    emaml_weight: float = non_negative(0.0)
+    """Weight of E-MAML's exploration term in the θ-step (Stadie et al. 2018, as ProMP's code
+    adds it): −mean_i R̃_i · mean log π_θ(pre-adaptation actions of task i), R̃_i task i's mean
+    post-adaptation return standardised over the meta-batch. It credits a task's
+    pre-adaptation episodes, as a whole, with the return their adaptation step led to. 0: off."""
     schedule: Literal["alternate", "joint"] = "alternate"
     """Alternate θ-step then C-step, or one optimiser over both."""
     outer: Literal["ppo", "trpo"] = "ppo"

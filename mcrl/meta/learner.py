@@ -4,7 +4,8 @@ One meta-iteration, given the pre-adaptation episodes of each inner step and the
 post-adaptation episodes (see design §2-§3):
 
 - adaptation: θ'_i = θ − inner_lr · C(∇θ L_in_i(θ)), repeated ``inner_steps`` times;
-- θ-step (C frozen): minimise mean_i L_out_i(θ'_i) + inner_kl_weight·KL + alignment_weight·𝒞(θ);
+- θ-step (C frozen): minimise mean_i L_out_i(θ'_i) + inner_kl_weight·KL + alignment_weight·𝒞(θ)
+  (+ emaml_weight · E-MAML's exploration term);
 - C-step (θ frozen): minimise mean_i L_out_i(θ'_i) with its own optimiser (``curvature_lr``);
   or, with ``schedule: joint``, one optimiser over both on the θ-step's loss.
 """
@@ -26,6 +27,7 @@ from mcrl.meta.losses import (
     TaskTensors,
     affinity_matrix,
     alignment_loss,
+    emaml_loss,
     inner_loss_from_log_probs,
     kl_penalty,
     outer_loss,
@@ -275,7 +277,19 @@ class MetaObjective(nn.Module):
                 )
                 self_similarity = (half_a * half_b).sum(-1)
             terms["loss_alignment"] = alignment_loss(flatten_per_task(first.grads), self_similarity)
+        if self.config.emaml_weight > 0:
+            pre_log_probs = self.policy.log_prob_of(first.distribution, pre[0].actions)
+            terms["loss_emaml"] = emaml_loss(pre_log_probs, pre[0], post).mean()
         return terms
+
+
+def with_weighted_terms(loss: Tensor, terms: Mapping[str, Tensor], config: TrainConfig) -> Tensor:
+    """The θ-step's ``loss`` plus β·𝒞 and E-MAML's term, for those of them in ``terms``."""
+    if "loss_alignment" in terms:
+        loss = loss + config.alignment_weight * terms["loss_alignment"]
+    if "loss_emaml" in terms:
+        loss = loss + config.emaml_weight * terms["loss_emaml"]
+    return loss
 
 
 class MetaLearner:
@@ -362,9 +376,9 @@ class MetaLearner:
                     theta, pre, post, old_distribution, first, alignment=use_alignment
                 )
                 check_finite(terms)
-                loss = terms["loss_outer"] + cfg.inner_kl_weight * terms["kl_inner"]
-                if use_alignment:
-                    loss = loss + cfg.alignment_weight * terms["loss_alignment"]
+                loss = with_weighted_terms(
+                    terms["loss_outer"] + cfg.inner_kl_weight * terms["kl_inner"], terms, cfg
+                )
                 if cfg.schedule == "joint":
                     self._step("joint", loss)
                 else:
@@ -392,7 +406,8 @@ class MetaLearner:
         sampling: tuple[Tensor, ...],
         first: InnerGradients,
     ) -> dict[str, Tensor]:
-        """One TRPO θ-step on the surrogate (plus β·𝒞), KL measured through the adaptation."""
+        """One TRPO θ-step on the surrogate (plus β·𝒞 and E-MAML's term), KL measured through
+        the adaptation."""
         cfg = self.config
         alignment = cfg.alignment_weight > 0
 
@@ -401,10 +416,7 @@ class MetaLearner:
                 params, pre, post, old_distribution, first, alignment=alignment, sampling=sampling
             )
             check_finite(terms)
-            loss = terms["loss_outer"]
-            if alignment:
-                loss = loss + cfg.alignment_weight * terms["loss_alignment"]
-            return terms, loss
+            return terms, with_weighted_terms(terms["loss_outer"], terms, cfg)
 
         def evaluate() -> tuple[float, float]:
             current = {n: p.detach().requires_grad_() for n, p in theta.items()}

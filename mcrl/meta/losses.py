@@ -29,7 +29,8 @@ class TaskTensors:
 
     Observations are ``[T, H*E, obs_dim]`` with step index ``h*E + e``; ``log_probs`` are those
     of the policy that sampled the episodes; ``advantages`` are per task (normalised unless
-    ``normalize_advantages`` is off).
+    ``normalize_advantages`` is off); ``episode_returns`` ``[T, E]`` are the episodes'
+    undiscounted returns.
     """
 
     observations: Tensor
@@ -37,6 +38,7 @@ class TaskTensors:
     log_probs: Tensor
     advantages: Tensor
     mask: Tensor
+    episode_returns: Tensor
     horizon: int
     episodes: int
 
@@ -74,6 +76,9 @@ class TaskTensors:
                 torch.float32,
             ),
             mask=stack([b.mask for b in batches], torch.float32),
+            episode_returns=torch.as_tensor(
+                np.stack([b.returns for b in batches]), dtype=torch.float32, device=device
+            ),
             horizon=batches[0].horizon,
             episodes=batches[0].num_episodes,
         )
@@ -91,6 +96,7 @@ class TaskTensors:
             log_probs=self.log_probs[index],
             advantages=self.advantages[index],
             mask=self.mask[index],
+            episode_returns=self.episode_returns[index],
         )
 
     def first_episodes(self, count: int) -> TaskTensors:
@@ -102,7 +108,9 @@ class TaskTensors:
 
         fields = ("observations", "actions", "log_probs", "advantages", "mask")
         kept: dict[str, Any] = {f: keep(getattr(self, f)) for f in fields}
-        return replace(self, **kept, episodes=count)
+        return replace(
+            self, **kept, episode_returns=self.episode_returns[:, :count], episodes=count
+        )
 
     def episode_halves(self) -> tuple[TaskTensors, TaskTensors]:
         """The same data masked to the first and to the second half of the episodes."""
@@ -165,6 +173,17 @@ def outer_loss(policy: MLPPolicy, adapted: Params, data: TaskTensors, clip_ratio
     return -masked_mean(
         torch.minimum(ratio * data.advantages, clipped * data.advantages), data.mask
     )
+
+
+def emaml_loss(pre_log_probs: Tensor, pre: TaskTensors, post: TaskTensors) -> Tensor:
+    """E-MAML's exploration term per task (Stadie et al. 2018, in ProMP's code's form):
+    −R̃_i · mean_t log π(a_t|s_t) over task i's pre-adaptation steps, ``pre_log_probs`` being
+    the log-probabilities of ``pre``'s actions under θ, and R̃_i task i's mean
+    post-adaptation return standardised over the tasks (a constant). The pre-adaptation
+    episodes of a task whose adaptation did better than the others' become more likely."""
+    returns = post.episode_returns.mean(-1)
+    standardised = (returns - returns.mean()) / (returns.std(correction=0) + 1e-8)
+    return -standardised * masked_mean(pre_log_probs, pre.mask)
 
 
 def surrogate_and_kl(
