@@ -71,6 +71,9 @@ class _MetaWorldFamily(TaskFamily):
     default_horizon = MAX_PATH_LENGTH
     reports_success = True
     group_by = "task_name"
+    # Measured on ML1 reach-v3, 20 tasks x 10 episodes: groups of 20 envs sample 7-8% faster
+    # than the default 64 (60 here), and 10 or 30 no faster than 20 (experiments/README.md).
+    serial_group = 20
 
     def __init__(self, horizon: int | None = None, benchmark_seed: int = 0):
         super().__init__(horizon)

@@ -332,3 +332,25 @@ def test_families_without_success_report_none():
     sampler, tasks, params = sampler_and_params("Navigation2D", 2)
     batches = sampler.sample(tasks, params, 2, seed=0, iteration=0)
     assert batches[0].success is None and batches[0].success_rate is None
+
+
+def test_serial_group_size_follows_the_family_and_does_not_change_the_episodes():
+    """Envs stepped one by one go in groups of the family's ``serial_group`` (Meta-World's
+    envs fall out of the CPU caches in larger groups), else 64, unless ``max_envs`` says; the
+    episodes are the same whatever the grouping."""
+    from mcrl.rollout.sampler import SERIAL_GROUP
+
+    family = mcrl.make_family("PendulumDynamics", horizon=15)
+    policy = make_policy_for(family)
+    tasks = family.sample_tasks(3, seed=0)
+    params = perturbed_params(policy, 3)
+
+    def serial(family, **kwargs):
+        return mcrl.LocalSampler(family, policy, native_vector=False, **kwargs)
+
+    assert family.serial_group is None and serial(family).engine.max_envs == SERIAL_GROUP
+    family.serial_group = 2  # on this instance only
+    assert serial(family).engine.max_envs == 2
+    assert serial(family, max_envs=5).engine.max_envs == 5
+    reference = serial(family, max_envs=SERIAL_GROUP).sample(tasks, params, 3, seed=0, iteration=0)
+    assert_same_batches(serial(family).sample(tasks, params, 3, seed=0, iteration=0), reference)

@@ -30,7 +30,8 @@ ParamSets = Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]]
 UNSTABLE = "unstable"
 SUCCESS = "success"  # per episode: the env reported success at some step (Meta-World's protocol)
 
-# Envs stepped one by one are collected in groups of at most this many (cache-friendly).
+# Envs stepped one by one are collected in groups of at most this many (cache-friendly), unless
+# the family says otherwise (``TaskFamily.serial_group``).
 SERIAL_GROUP = 64
 
 
@@ -92,8 +93,9 @@ class RolloutEngine:
     ``native_vector=False`` ignores a family's own vectorised env and steps one Gymnasium env
     per episode (to check the two agree, or to measure the generic path). Envs stepped one by
     one are at most ``max_envs`` at a time (1 collects the episodes one after another, in the
-    same env object). ``threads`` is how many threads a native env may step its simulations
-    with (default: the CPUs this process may use).
+    same env object; default: the family's ``serial_group``, else ``SERIAL_GROUP``).
+    ``threads`` is how many threads a native env may step its simulations with (default: the
+    CPUs this process may use).
     """
 
     def __init__(
@@ -102,12 +104,14 @@ class RolloutEngine:
         policy: MLPPolicy,
         *,
         native_vector: bool = True,
-        max_envs: int = SERIAL_GROUP,
+        max_envs: int | None = None,
         threads: int | None = None,
     ):
         self.family = family
         self.policy = policy
         self.native_vector = native_vector
+        if max_envs is None:
+            max_envs = family.serial_group or SERIAL_GROUP
         self.max_envs = check_positive_int("max_envs", max_envs)
         self.threads = (
             available_cpus() if threads is None else check_positive_int("threads", threads)
@@ -157,9 +161,9 @@ class RolloutEngine:
     ) -> dict[str, np.ndarray]:
         """Collect the episodes ``slots``; returns arrays ``[horizon, len(slots), ...]``.
 
-        Envs stepped one by one (no native vector env) go in groups of at most
-        ``max_envs`` (default ``SERIAL_GROUP``) at a time: hundreds of MuJoCo models stepped round-robin fall out of
-        the CPU caches (measured: 67 µs against 55 µs per HalfCheetah step at 800 vs 64 envs).
+        Envs stepped one by one (no native vector env) go in groups of at most ``max_envs`` at a
+        time: hundreds of MuJoCo models stepped round-robin fall out of the CPU caches
+        (measured: 67 µs against 55 µs per HalfCheetah step at 800 vs 64 envs).
         """
         group = self._group_size(slots)
         if group < len(slots):
@@ -288,7 +292,7 @@ class LocalSampler:
         policy: MLPPolicy,
         *,
         native_vector: bool = True,
-        max_envs: int = SERIAL_GROUP,
+        max_envs: int | None = None,
         threads: int | None = None,
     ):
         self.family = family

@@ -35,6 +35,10 @@ class TaskFamily(abc.ABC):
     group_by: str | None = None
     """The task parameter that names a task's kind (Meta-World's ``task_name``): evaluations
     also report their results per value of it. None: tasks are not grouped."""
+    serial_group: int | None = None
+    """How many of this family's Gymnasium envs the sampler steps round-robin at most, where it
+    steps one env per episode: fewer for envs whose simulation falls out of the CPU caches in
+    larger groups (Meta-World's). None: the sampler's default (64)."""
 
     def __init__(self, horizon: int | None = None):
         self.horizon = check_positive_int(

@@ -35,7 +35,7 @@ from mcrl.common.policies import (
 )
 from mcrl.common.validation import check_non_negative_int, check_positive_int, first_line
 from mcrl.meta.learner import MetaLearner
-from mcrl.rollout.sampler import SERIAL_GROUP, LocalSampler
+from mcrl.rollout.sampler import LocalSampler
 from mcrl.tasks import SPLITS, Task, TaskFamily, make_family
 from mcrl.tasks.mujoco_warnings import filter_mujoco_warnings
 from mcrl.training.build import build_family, build_learner, build_policy, family_spaces
@@ -298,8 +298,9 @@ class MetaPolicy:
         family_name: str | None,
         env_kwargs: Mapping[str, Any] | None,
         horizon: int | None,
-    ) -> tuple[TaskFamily, Task, int, str]:
-        """The family and task to sample, how many envs at once, and a description."""
+    ) -> tuple[TaskFamily, Task, int | None, str]:
+        """The family and task to sample, how many envs at once (None: the family's default),
+        and a description."""
         horizon = self.family.horizon if horizon is None else check_positive_int("horizon", horizon)
         if isinstance(env, str):
             kwargs = dict(env_kwargs or {})
@@ -313,7 +314,7 @@ class MetaPolicy:
 
             make().close()  # fail here, with that message, rather than inside the sampler
             target: TaskFamily = EnvFamily(make, horizon=horizon, name=env)
-            return target, target.sample_tasks(1, split="test")[0], SERIAL_GROUP, f"env {env!r}"
+            return target, target.sample_tasks(1, split="test")[0], None, f"env {env!r}"
         if isinstance(env, gym.Env):
             target = EnvFamily(lambda: _Borrowed(env), horizon=horizon, name=str(env))
             return target, target.sample_tasks(1, split="test")[0], 1, f"env {env}"
@@ -331,13 +332,13 @@ class MetaPolicy:
                 task = target.task(env)  # checks the parameter names first
                 task = dataclasses.replace(task, split=target.split_of(task.params) or "ood")
             params = json.dumps(task.to_dict()["params"])
-            return target, task, SERIAL_GROUP, f"{target.name} task {params}"
+            return target, task, None, f"{target.name} task {params}"
         if callable(env):
             target = EnvFamily(env, horizon=horizon, name=getattr(env, "__name__", "env"))
             return (
                 target,
                 target.sample_tasks(1, split="test")[0],
-                SERIAL_GROUP,
+                None,
                 f"env built by {target.name}",
             )
         raise ValueError(
