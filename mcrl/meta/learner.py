@@ -255,7 +255,8 @@ class MetaObjective(nn.Module):
         """The θ-step's terms; ``first`` must be :meth:`first_step` at this θ (with its graph
         where θ is differentiated through it). Given the distribution of the policies that
         sampled ``post`` (``sampling``), ``loss_outer`` is TRPO's unclipped surrogate and
-        ``kl_outer`` the KL from those policies to the adapted ones."""
+        ``kl_outer`` the KL from those policies to the adapted ones. With ``emaml_weight`` > 0,
+        ``loss_emaml`` is E-MAML's exploration term on ``pre[0]`` (θ's own episodes)."""
         terms = {
             "loss_inner": first.losses.mean(),
             "kl_inner": kl_penalty(
