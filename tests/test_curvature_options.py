@@ -28,6 +28,7 @@ OPTIONS = [
     # First order: exact for C with one step (a later step's gradient would depend on C
     # through the earlier step, which first order drops).
     ("diagonal", "free", True, True, 1, False),
+    ("kronecker", "free", True, True, 1, True),
     ("kronecker", "free", True, False, 2, True),
     ("diagonal", "free", False, False, 2, True),
 ]
